@@ -1,0 +1,147 @@
+"""One websocket connection: a receiver that reads commands and a sender that ticks.
+
+The session talks to its transport through two callables, so the same code
+runs under Quart-Trio in production and over memory channels in the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from . import __version__
+from .protocol import (
+    CLOSE_MESSAGE_TOO_BIG,
+    Limits,
+    MessageTooBig,
+    ProtocolError,
+    Start,
+    encode_done,
+    encode_error,
+    encode_hello,
+    encode_started,
+    encode_stopped,
+    encode_tick,
+    parse,
+)
+from .schedule import Schedule
+
+#: Sends one text frame to the client.
+Send = Callable[[str], Awaitable[None]]
+#: Waits for the client's next frame: ``str`` (text), ``bytes`` (binary) or
+#: ``None`` (an empty binary frame). On disconnect the transport either cancels
+#: the session or raises ``trio.EndOfChannel``.
+Receive = Callable[[], Awaitable[str | bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The session asks the transport to close the connection with this code."""
+
+    code: int
+    reason: str
+
+
+@dataclass(slots=True, eq=False)
+class _Run:
+    """One accepted start, from ``started`` until its sender task has exited."""
+
+    id: int
+    schedule: Schedule
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    finished: trio.Event = field(default_factory=trio.Event)
+    completed: bool = False  # ``done`` was sent
+
+
+class Session:
+    """The state of one connection: schedule ids and the running schedule."""
+
+    def __init__(self, send: Send, limits: Limits) -> None:
+        self._transport_send = send
+        # Receiver and sender both write; the lock keeps each frame whole and
+        # frames in the order they were produced, whatever the transport does.
+        self._send_lock = trio.StrictFIFOLock()
+        self._limits = limits
+        self._last_id = 0
+        self._running: _Run | None = None
+
+    async def _send(self, text: str) -> None:
+        async with self._send_lock:
+            await self._transport_send(text)
+
+    async def receive_commands(self, receive: Receive, nursery: trio.Nursery) -> Close | None:
+        """Answer frames until the client leaves (None) or must be closed (Close)."""
+        await self._send(encode_hello(__version__, self._limits))
+        while True:
+            try:
+                frame = await receive()
+            except trio.EndOfChannel:
+                return None
+            try:
+                command = parse(frame, self._limits)
+            except MessageTooBig as error:
+                return Close(CLOSE_MESSAGE_TOO_BIG, f"message too big: {error}")
+            except ProtocolError as error:
+                await self._send(encode_error(error))
+                continue
+            if isinstance(command, Start):
+                await self._start(command, nursery)
+            else:
+                await self._send(encode_stopped(await self._cancel_running()))
+
+    async def _start(self, command: Start, nursery: trio.Nursery) -> None:
+        await self._cancel_running()
+        self._last_id += 1
+        run = _Run(self._last_id, Schedule(trio.current_time(), command.interval, command.count))
+        # ``started`` goes out before the sender exists, and the previous
+        # sender has exited: nothing of an older id can follow it.
+        await self._send(encode_started(run.id, command))
+        self._running = run
+        nursery.start_soon(self._tick, run)
+
+    async def _cancel_running(self) -> int | None:
+        """Stop the running schedule and wait until its sender has exited.
+
+        Returns its id, or None if nothing was running (also after ``done``).
+        """
+        run, self._running = self._running, None
+        if run is None:
+            return None
+        run.cancel_scope.cancel()
+        await run.finished.wait()
+        return None if run.completed else run.id
+
+    async def _tick(self, run: _Run) -> None:
+        schedule = run.schedule
+        seq = 1
+        sent = 0
+        try:
+            with run.cancel_scope:
+                while schedule.has_slot(seq):
+                    await trio.sleep_until(schedule.due(seq))
+                    await self._send(encode_tick(run.id, seq, time.time()))
+                    sent += 1
+                    seq = schedule.next_seq(seq, trio.current_time())
+                if schedule.count is not None:
+                    await self._send(encode_done(run.id, sent, schedule.count - sent))
+                    run.completed = True
+                    if self._running is run:
+                        self._running = None
+        finally:
+            run.finished.set()
+
+
+async def run_session(send: Send, receive: Receive, limits: Limits) -> Close | None:
+    """Serve one connection in its own nursery until the client leaves or must be closed.
+
+    Returns the close the transport should perform, or None when the client
+    went away. Client disconnects arrive as cancellation, which propagates.
+    """
+    session = Session(send, limits)
+    async with trio.open_nursery() as nursery:
+        close = await session.receive_commands(receive, nursery)
+        nursery.cancel_scope.cancel()  # the running sender, if any
+    return close
