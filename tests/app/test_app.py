@@ -1,0 +1,116 @@
+"""Routes through Quart-Trio's test client: no sockets, real app wiring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
+
+import ticker
+import ticker.app
+from ticker.app import create_app
+from ticker.config import Settings
+from ticker.protocol import Limits
+
+
+async def test_index_serves_the_page() -> None:
+    response = await create_app(Settings()).test_client().get("/")
+    assert response.status_code == 200
+    assert response.content_type == "text/html; charset=utf-8"
+    assert "<title>ticker" in await response.get_data(as_text=True)
+
+
+async def test_healthz_reports_version_and_open_connections() -> None:
+    app = create_app(Settings())
+    client = app.test_client()
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.get_json() == {
+        "status": "ok",
+        "version": ticker.__version__,
+        "connections": 0,
+    }
+    async with client.websocket("/ws") as ws:
+        await ws.receive()  # hello: the connection is open
+        health = await (await client.get("/healthz")).get_json()
+        assert health["connections"] == 1
+
+
+async def test_unknown_path_is_404() -> None:
+    response = await create_app(Settings()).test_client().get("/nope")
+    assert response.status_code == 404
+
+
+async def test_websocket_speaks_the_protocol() -> None:
+    client = create_app(Settings(limits=Limits(max_count=5))).test_client()
+    async with client.websocket("/ws") as ws:
+        assert json.loads(await ws.receive()) == {
+            "type": "hello",
+            "version": ticker.__version__,
+            "min_interval": 0.01,
+            "max_interval": 86400,
+            "max_count": 5,
+        }
+        await ws.send('{"interval":0.01,"count":2}')
+        messages = [json.loads(await ws.receive()) for _ in range(4)]
+        assert [m["type"] for m in messages] == ["started", "tick", "tick", "done"]
+        await ws.send('{"interval":0.01,"count":6}')
+        error = json.loads(await ws.receive())
+        assert error["code"] == "invalid_count"
+        assert "from 1 to 5" in error["message"]
+
+
+async def test_binary_frames_get_an_error() -> None:
+    client = create_app(Settings()).test_client()
+    async with client.websocket("/ws") as ws:
+        await ws.receive()
+        await ws.send(b"\x01\x02")
+        assert json.loads(await ws.receive())["code"] == "binary_not_supported"
+
+
+async def test_oversized_frame_closes_with_1009() -> None:
+    client = create_app(Settings(limits=Limits(max_message_size=100))).test_client()
+    async with client.websocket("/ws") as ws:
+        await ws.receive()
+        await ws.send("1" + " " * 100)
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await ws.receive()
+        assert info.value.args[0] == 1009
+
+
+async def test_handshake_beyond_the_connection_limit_gets_503() -> None:
+    app = create_app(Settings(max_connections=1))
+    client = app.test_client()
+    async with client.websocket("/ws") as first:
+        await first.receive()
+        async with client.websocket("/ws") as second:
+            with pytest.raises(WebsocketResponseError) as info:
+                await second.receive()
+        assert info.value.response.status_code == 503
+        assert "limit of 1 connections" in await info.value.response.get_data(as_text=True)
+        # The first connection is unaffected.
+        await first.send("0.01")
+        assert json.loads(await first.receive())["type"] == "started"
+    # Its slot is free again.
+    async with client.websocket("/ws") as third:
+        assert json.loads(await third.receive())["type"] == "hello"
+    health = await (await client.get("/healthz")).get_json()
+    assert health["connections"] == 0
+
+
+async def test_a_bug_in_the_session_closes_with_1011_and_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken_session(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ticker.app, "run_session", broken_session)
+    client = create_app(Settings()).test_client()
+    async with client.websocket("/ws") as ws:
+        with pytest.raises(WebsocketDisconnectError) as info:
+            await ws.receive()
+        assert info.value.args[0] == 1011
+    assert "ticker session failed" in caplog.text
+    assert "RuntimeError: boom" in caplog.text

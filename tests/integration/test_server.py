@@ -1,0 +1,202 @@
+"""The real app on a real Hypercorn (trio worker) over loopback, with trio-websocket clients."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+import wsproto.events
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+import ticker
+from ticker.config import Settings
+from ticker.protocol import Limits
+
+from ..support import (
+    STEP_TIMEOUT,
+    RawWebsocket,
+    http_get,
+    open_connections,
+    serve_ticker,
+    wait_for_connections,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def receive(ws: WebSocketConnection) -> dict[str, object]:
+    with trio.fail_after(STEP_TIMEOUT):
+        message = json.loads(await ws.get_message())
+    assert isinstance(message, dict)
+    return message
+
+
+async def test_page_and_health_over_http() -> None:
+    async with serve_ticker() as server:
+        page = await http_get(server, "/")
+        assert page.status == 200
+        assert b"<title>ticker" in page.body
+        health = await http_get(server, "/healthz")
+        assert health.json() == {"status": "ok", "version": ticker.__version__, "connections": 0}
+
+
+async def test_counted_schedule_arrives_on_time_without_drift() -> None:
+    interval, count = 0.05, 60
+    async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
+        assert (await receive(ws))["type"] == "hello"
+        await ws.send_message(json.dumps({"type": "start", "interval": interval, "count": count}))
+        started = await receive(ws)
+        t0 = trio.current_time()
+        assert started == {"type": "started", "id": 1, "interval": interval, "count": count}
+        lateness = []
+        seqs = []
+        while (message := await receive(ws))["type"] == "tick":
+            seq = message["seq"]
+            assert isinstance(seq, int)
+            seqs.append(seq)
+            lateness.append(trio.current_time() - (t0 + seq * interval))
+        assert message["type"] == "done"
+        assert message["sent"] == len(seqs)
+        assert message["sent"] + message["skipped"] == count  # type: ignore[operator]
+        assert seqs == sorted(seqs)
+        assert seqs[-1] == count or message["skipped"] > 0
+        # Generous bounds for a loaded 2-core machine; what matters is that the
+        # last tick is as close to its absolute deadline as the first (no drift).
+        assert max(lateness) < 0.5
+        assert min(lateness) > -0.05
+        assert abs(sorted(lateness[-10:])[5] - sorted(lateness[:10])[5]) < 0.1
+
+
+async def test_replace_and_stop_over_a_real_socket() -> None:
+    async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
+        await receive(ws)
+        await ws.send_message('{"interval":0.02}')
+        assert (await receive(ws))["id"] == 1
+        assert (await receive(ws))["type"] == "tick"
+        await ws.send_message('{"interval":"0.03","count":"100"}')
+        while (message := await receive(ws))["type"] != "started":
+            assert message["id"] == 1
+        assert message == {"type": "started", "id": 2, "interval": 0.03, "count": 100}
+        assert (await receive(ws))["id"] == 2
+        await ws.send_message('{"type":"stop"}')
+        while (message := await receive(ws))["type"] != "stopped":
+            assert message["id"] == 2
+        assert message == {"type": "stopped", "id": 2}
+        with trio.move_on_after(0.3):
+            extra = await ws.get_message()
+            pytest.fail(f"message after stopped: {extra}")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{nope", "invalid_json"),
+        ('{"interval":NaN}', "invalid_json"),
+        ("[1]", "invalid_message"),
+        ('{"type":"pause"}', "unknown_type"),
+        ('{"interval":"fast"}', "invalid_interval"),
+        ('{"interval":1,"count":2.5}', "invalid_count"),
+        (b"\x00\x01", "binary_not_supported"),
+    ],
+)
+async def test_invalid_frames_get_an_error_and_the_connection_stays_open(
+    frame: str | bytes, code: str
+) -> None:
+    async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
+        await receive(ws)
+        await ws.send_message('{"interval":0.05}')
+        await receive(ws)
+        await ws.send_message(frame)
+        while (message := await receive(ws))["type"] == "tick":
+            pass
+        assert message["type"] == "error"
+        assert message["code"] == code
+        assert isinstance(message["message"], str)
+        assert message["message"]
+        # The schedule goes on, and the connection answers.
+        assert (await receive(ws))["type"] == "tick"
+        await ws.send_message('{"type":"stop"}')
+        while (message := await receive(ws))["type"] != "stopped":
+            pass
+        assert message["id"] == 1
+
+
+# trio-websocket's client leaks its socket when the server closes or rejects the
+# connection (it waits for a TCP close it never performs), so these two tests
+# speak wsproto directly.
+
+
+async def test_frame_over_max_message_size_closes_with_1009() -> None:
+    async with serve_ticker() as server:
+        client = await RawWebsocket.connect(server)
+        async with client.stream:
+            await client.receive_json()
+            await client.send_text('{"interval":1,"pad":"' + "x" * 4096 + '"}')
+            event = await client.next_event()
+            assert isinstance(event, wsproto.events.CloseConnection)
+            assert event.code == 1009
+        await wait_for_connections(server, 0)
+
+
+async def test_connection_limit_refuses_with_503_and_frees_slots() -> None:
+    async with serve_ticker(Settings(max_connections=2)) as server:
+        async with open_websocket_url(server.ws_url) as first:
+            await receive(first)
+            async with open_websocket_url(server.ws_url) as second:
+                await receive(second)
+                assert await open_connections(server) == 2
+                refused, event = await RawWebsocket.handshake(server)
+                async with refused.stream:
+                    assert isinstance(event, wsproto.events.RejectConnection)
+                    assert event.status_code == 503
+                    body = await refused.next_event()
+                    assert isinstance(body, wsproto.events.RejectData)
+                    assert b"limit of 2 connections" in body.data
+                assert await open_connections(server) == 2
+                # Existing connections are unaffected.
+                await first.send_message("0.01")
+                assert (await receive(first))["type"] == "started"
+            await wait_for_connections(server, 1)
+            async with open_websocket_url(server.ws_url) as third:
+                assert (await receive(third))["type"] == "hello"
+        await wait_for_connections(server, 0)
+
+
+async def test_hello_carries_the_configured_limits() -> None:
+    settings = Settings(limits=Limits(min_interval=0.5, max_interval=60, max_count=7))
+    async with serve_ticker(settings) as server, open_websocket_url(server.ws_url) as ws:
+        assert await receive(ws) == {
+            "type": "hello",
+            "version": ticker.__version__,
+            "min_interval": 0.5,
+            "max_interval": 60,
+            "max_count": 7,
+        }
+
+
+async def test_disconnects_in_every_state_leave_nothing_and_log_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serve_ticker() as server:
+        for round_ in range(10):
+            clients = [await RawWebsocket.connect(server) for _ in range(10)]
+            for index, client in enumerate(clients):
+                await client.receive_json()  # hello
+                if index % 2:
+                    await client.send_text('{"interval":0.01}')
+                    await client.receive_json()  # started
+                if index % 3 == 0:
+                    await client.send_text("garbage")
+            await wait_for_connections(server, 10)
+            for index, client in enumerate(clients):
+                if (index + round_) % 2:
+                    await client.abort()  # TCP reset, mid-tick for half of them
+                else:
+                    await client.stream.aclose()  # plain close, no close frame
+            await wait_for_connections(server, 0)
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == []
+    assert "Traceback" not in caplog.text

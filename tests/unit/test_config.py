@@ -1,0 +1,53 @@
+"""TICKER_* environment variables: defaults, overrides and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ticker.config import ConfigError, Settings
+from ticker.protocol import Limits
+
+
+def test_defaults() -> None:
+    assert Settings.from_env({}) == Settings(limits=Limits(), max_connections=10_000)
+    assert Limits() == Limits(0.01, 86400.0, 1_000_000, 4096)
+
+
+def test_every_variable_overrides_its_setting() -> None:
+    settings = Settings.from_env(
+        {
+            "TICKER_MIN_INTERVAL": "0.5",
+            "TICKER_MAX_INTERVAL": " 60 ",
+            "TICKER_MAX_COUNT": "7",
+            "TICKER_MAX_MESSAGE_SIZE": "1024",
+            "TICKER_MAX_CONNECTIONS": "3",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings == Settings(limits=Limits(0.5, 60.0, 7, 1024), max_connections=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("TICKER_MIN_INTERVAL", "abc", "must be a number of seconds, got 'abc'"),
+        ("TICKER_MIN_INTERVAL", "0", "must be a positive, finite number of seconds"),
+        ("TICKER_MIN_INTERVAL", "-1", "must be a positive, finite number of seconds"),
+        ("TICKER_MAX_INTERVAL", "nan", "must be a positive, finite number of seconds"),
+        ("TICKER_MAX_INTERVAL", "inf", "must be a positive, finite number of seconds"),
+        ("TICKER_MAX_INTERVAL", "0.001", "must not be smaller than TICKER_MIN_INTERVAL"),
+        ("TICKER_MAX_COUNT", "1.5", "must be a whole number, got '1.5'"),
+        ("TICKER_MAX_COUNT", "0", "must be at least 1, got 0"),
+        ("TICKER_MAX_MESSAGE_SIZE", "10", "must be at least 64 bytes, got 10"),
+        ("TICKER_MAX_CONNECTIONS", "many", "must be a whole number, got 'many'"),
+        ("TICKER_MAX_CONNECTIONS", "0", "must be at least 1, got 0"),
+        ("TICKER_MAX_CONNECTIONS", "", "is set but empty"),
+    ],
+)
+def test_bad_values_name_the_variable_and_the_problem(name: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert message.startswith(name)
+    assert problem in message
+    assert "\n" not in message

@@ -1,0 +1,328 @@
+"""The per-connection Trio logic over memory channels, on a virtual clock.
+
+``autojump_clock`` makes hours of schedule run in milliseconds and lets the
+tests assert the exact (virtual) time each message was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from ticker.protocol import Limits
+from ticker.session import Close, run_session
+
+Message = dict[str, object]
+
+
+@dataclass
+class Client:
+    """The far end of a session: frames in, (send time, message) pairs out."""
+
+    to_server: trio.MemorySendChannel[str | bytes | None]
+    from_server: trio.MemoryReceiveChannel[tuple[float, Message]]
+    result: list[Close | None] = field(default_factory=list)
+
+    async def send(self, message: object) -> None:
+        frame = message if isinstance(message, str | bytes) else json.dumps(message)
+        await self.to_server.send(frame)
+
+    async def receive(self) -> Message:
+        return (await self.receive_timed())[1]
+
+    async def receive_timed(self) -> tuple[float, Message]:
+        with trio.fail_after(100_000):  # virtual seconds: a missing message fails, not hangs
+            return await self.from_server.receive()
+
+    async def expect_silence(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            message = await self.from_server.receive()
+            pytest.fail(f"expected no message, got {message}")
+
+
+SendDelay = Callable[[Message], float]
+
+
+@asynccontextmanager
+async def open_session(
+    limits: Limits = Limits(), send_delay: SendDelay | None = None, *, shielded: bool = False
+) -> AsyncIterator[Client]:
+    """Run a session in a nursery; closing the client's channel ends it."""
+    to_server, from_client = trio.open_memory_channel[str | bytes | None](0)
+    to_client, from_server = trio.open_memory_channel[tuple[float, Message]](math.inf)
+
+    async def send(text: str) -> None:
+        message = json.loads(text)
+        if send_delay is not None:
+            with trio.CancelScope(shield=shielded):
+                await trio.sleep(send_delay(message))
+        to_client.send_nowait((trio.current_time(), message))
+
+    async def receive() -> str | bytes | None:
+        try:
+            return await from_client.receive()
+        except trio.EndOfChannel:
+            raise
+        except trio.ClosedResourceError:  # pragma: no cover - not used by these tests
+            raise trio.EndOfChannel from None
+
+    client = Client(to_server, from_server)
+
+    async def serve() -> None:
+        client.result.append(await run_session(send, receive, limits))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        hello = await client.receive()
+        assert hello["type"] == "hello"
+        yield client
+        await to_server.aclose()
+
+
+async def test_hello_announces_version_and_limits() -> None:
+    to_server, from_client = trio.open_memory_channel[str | bytes | None](0)
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_session, send, from_client.receive, Limits(0.5, 60, 7, 100))
+        await to_server.aclose()
+    assert json.loads(sent[0]) == {
+        "type": "hello",
+        "version": __import__("ticker").__version__,
+        "min_interval": 0.5,
+        "max_interval": 60,
+        "max_count": 7,
+    }
+
+
+async def test_counted_schedule_ticks_on_absolute_deadlines_then_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"type": "start", "interval": 1.5, "count": 3})
+        t0, started = await client.receive_timed()
+        assert started == {"type": "started", "id": 1, "interval": 1.5, "count": 3}
+        for seq in (1, 2, 3):
+            sent_at, tick = await client.receive_timed()
+            assert (tick["type"], tick["id"], tick["seq"]) == ("tick", 1, seq)
+            assert sent_at == t0 + seq * 1.5
+            assert isinstance(tick["time"], float)
+        sent_at, done = await client.receive_timed()
+        assert done == {"type": "done", "id": 1, "sent": 3, "skipped": 0}
+        assert sent_at == t0 + 4.5
+        await client.expect_silence(100)
+
+
+async def test_unbounded_schedule_never_drifts_over_ten_hours(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 10})
+        t0, _ = await client.receive_timed()
+        for seq in range(1, 3601):
+            sent_at, tick = await client.receive_timed()
+            assert tick["seq"] == seq
+            assert sent_at == t0 + seq * 10  # exactly: deadlines are absolute
+        assert trio.current_time() - t0 == 36_000
+
+
+async def test_tick_time_is_unix_time() -> None:
+    async with open_session() as client:
+        await client.send({"interval": 0.01, "count": 1})
+        await client.receive()
+        before = __import__("time").time()
+        tick = await client.receive()
+        assert isinstance(tick["time"], float)
+        assert abs(tick["time"] - before) < 60
+
+
+async def test_new_start_replaces_the_running_schedule_with_the_next_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 1})
+        assert (await client.receive())["id"] == 1
+        assert (await client.receive())["seq"] == 1
+        assert (await client.receive())["seq"] == 2
+        await trio.sleep(0.5)
+        await client.send({"interval": 2, "count": 2})
+        t1, started = await client.receive_timed()
+        assert started == {"type": "started", "id": 2, "interval": 2, "count": 2}
+        assert [await client.receive_timed() for _ in range(3)] == [
+            (t1 + 2, {"type": "tick", "id": 2, "seq": 1, "time": pytest.approx(0, abs=1e12)}),
+            (t1 + 4, {"type": "tick", "id": 2, "seq": 2, "time": pytest.approx(0, abs=1e12)}),
+            (t1 + 4, {"type": "done", "id": 2, "sent": 2, "skipped": 0}),
+        ]
+
+
+async def test_no_message_of_an_older_id_follows_started_even_mid_send(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Like hypercorn's, this transport finishes a write even when cancelled, and
+    # every tick takes 0.3 s to write: each new start lands while one is in flight.
+    def slow_ticks(message: Message) -> float:
+        return 0.3 if message["type"] == "tick" else 0.0
+
+    async with open_session(send_delay=slow_ticks, shielded=True) as client:
+        await client.send({"interval": 0.5})
+        assert (await client.receive())["type"] == "started"
+        in_flight = 0
+        for k in range(2, 40):
+            await trio.sleep(0.65)  # tick 1 of schedule k-1 is being written
+            await client.send({"interval": 0.5})
+            while (message := await client.receive())["type"] != "started":
+                assert message["id"] == k - 1
+                in_flight += 1
+            assert message["id"] == k
+        assert in_flight == 38  # the scenario happened every time
+        # Drain: every later message belongs to the newest schedule.
+        with trio.move_on_after(5):
+            while True:
+                assert (await client.receive())["id"] == 39
+
+
+async def test_stop_answers_with_the_id_and_no_tick_follows(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 1})
+        await client.receive()
+        await client.receive()
+        await trio.sleep(0.5)
+        await client.send({"type": "stop"})
+        assert await client.receive() == {"type": "stopped", "id": 1}
+        await client.expect_silence(3600)
+
+
+async def test_stop_with_nothing_running_answers_null(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"type": "stop"})
+        assert await client.receive() == {"type": "stopped", "id": None}
+
+
+async def test_stop_after_done_answers_null(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 1, "count": 1})
+        for _ in range(3):
+            await client.receive()  # started, tick, done
+        await client.send({"type": "stop"})
+        assert await client.receive() == {"type": "stopped", "id": None}
+
+
+async def test_ids_count_every_accepted_start(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_session() as client:
+        ids = []
+        for frame in ('{"interval":1}', '{"type":"stop"}', '{"interval":0}', "2", "3"):
+            await client.send(frame)
+            message = await client.receive()
+            if message["type"] == "started":
+                ids.append(message["id"])
+        assert ids == [1, 2, 3]
+
+
+async def test_invalid_frames_do_not_disturb_the_running_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 1, "count": 4})
+        t0, _ = await client.receive_timed()
+        await client.receive()
+        await client.send("not json")
+        await client.send(b"\x00")
+        await client.send({"interval": 0.0001})
+        await client.send({"type": "pause"})
+        messages = [await client.receive_timed() for _ in range(8)]
+        codes = [m["code"] for _, m in messages if m["type"] == "error"]
+        assert codes == ["invalid_json", "binary_not_supported", "invalid_interval", "unknown_type"]
+        ticks = [(at, m["seq"]) for at, m in messages if m["type"] == "tick"]
+        assert ticks == [(t0 + 2, 2), (t0 + 3, 3), (t0 + 4, 4)]
+        assert messages[-1][1] == {"type": "done", "id": 1, "sent": 4, "skipped": 0}
+
+
+async def test_slow_send_skips_overdue_slots_instead_of_bursting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sending tick 2 takes 2.5 intervals: slots 3 and 4 are overdue when it ends.
+    def slow_second_tick(message: Message) -> float:
+        return 2.5 if message.get("seq") == 2 else 0.0
+
+    async with open_session(send_delay=slow_second_tick) as client:
+        await client.send({"interval": 1, "count": 6})
+        t0, _ = await client.receive_timed()
+        messages = [await client.receive_timed() for _ in range(5)]
+        assert [(at - t0, m.get("seq")) for at, m in messages[:4]] == [
+            (1, 1),
+            (4.5, 2),
+            (5, 5),
+            (6, 6),
+        ]
+        assert messages[4][1] == {"type": "done", "id": 1, "sent": 4, "skipped": 2}
+
+
+async def test_skipping_past_the_last_slot_ends_with_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def slow(message: Message) -> float:
+        return 10.0 if message["type"] == "tick" else 0.0
+
+    async with open_session(send_delay=slow) as client:
+        await client.send({"interval": 1, "count": 5})
+        t0, _ = await client.receive_timed()
+        assert (await client.receive())["seq"] == 1
+        sent_at, done = await client.receive_timed()
+        assert done == {"type": "done", "id": 1, "sent": 1, "skipped": 4}
+        assert sent_at == t0 + 11
+
+
+async def test_frame_over_the_limit_closes_with_1009(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session(Limits(max_message_size=100)) as client:
+        await client.send({"interval": 1})
+        await client.receive()
+        await client.send({"interval": 1, "pad": "x" * 100})
+        await client.expect_silence(10)  # the running schedule was cancelled too
+    (close,) = client.result
+    assert close is not None
+    assert close.code == 1009
+    assert "exceeds the limit of 100 bytes" in close.reason
+
+
+async def test_client_leaving_ends_the_session_with_nothing_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 0.01})
+        await client.receive()
+        await client.receive()
+    # open_session's nursery exited, so no task of the session is left.
+    assert client.result == [None]
+
+
+async def test_cancellation_from_the_transport_propagates_cleanly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Quart-Trio reports a disconnect by cancelling the handler.
+    to_server, from_client = trio.open_memory_channel[str | bytes | None](1)
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    await to_server.send('{"interval":0.5}')
+    with trio.move_on_after(10.25) as scope:
+        await run_session(send, from_client.receive, Limits())
+    assert scope.cancelled_caught
+    assert len(sent) == 2 + 20  # hello, started, 20 ticks
