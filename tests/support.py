@@ -66,7 +66,9 @@ class HTTPResponse:
         return json.loads(self.body)
 
 
-async def http_get(server: Server, path: str, headers: dict[str, str] | None = None) -> HTTPResponse:
+async def http_get(
+    server: Server, path: str, headers: dict[str, str] | None = None
+) -> HTTPResponse:
     """A minimal HTTP/1.1 GET that reads exactly Content-Length bytes of body."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {server.host}:{server.port}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -108,7 +110,8 @@ async def open_connections(server: Server) -> int:
 async def wait_for_connections(server: Server, expected: int) -> None:
     """Poll /healthz (bounded) until it reports ``expected`` open websockets."""
     with trio.fail_after(STEP_TIMEOUT):
-        while await open_connections(server) != expected:
+        # Polling is the point: this is what an outside observer of /healthz sees.
+        while await open_connections(server) != expected:  # noqa: ASYNC110
             await trio.sleep(0.02)
 
 
@@ -159,7 +162,5 @@ class RawWebsocket:
 
     async def abort(self) -> None:
         """Reset the TCP connection: no close frame, no FIN."""
-        self.stream.socket.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.stream.aclose()

@@ -285,7 +285,12 @@ def encode_hello(version: str, limits: Limits) -> str:
 def encode_started(schedule_id: int, start: Start) -> str:
     """Acknowledge an accepted start; its ticks follow under the same id."""
     return _dumps(
-        {"type": "started", "id": schedule_id, "interval": _num(start.interval), "count": start.count}
+        {
+            "type": "started",
+            "id": schedule_id,
+            "interval": _num(start.interval),
+            "count": start.count,
+        }
     )
 
 

@@ -58,10 +58,12 @@ async def test_counted_schedule_arrives_on_time_without_drift() -> None:
             seqs.append(seq)
             lateness.append(trio.current_time() - (t0 + seq * interval))
         assert message["type"] == "done"
+        skipped = message["skipped"]
+        assert isinstance(skipped, int)
         assert message["sent"] == len(seqs)
-        assert message["sent"] + message["skipped"] == count  # type: ignore[operator]
-        assert seqs == sorted(seqs)
-        assert seqs[-1] == count or message["skipped"] > 0
+        assert len(seqs) + skipped == count
+        assert seqs == sorted(set(seqs))
+        assert seqs[-1] == count or skipped > 0
         # Generous bounds for a loaded 2-core machine; what matters is that the
         # last tick is as close to its absolute deadline as the first (no drift).
         assert max(lateness) < 0.5
@@ -86,7 +88,7 @@ async def test_replace_and_stop_over_a_real_socket() -> None:
         assert message == {"type": "stopped", "id": 2}
         with trio.move_on_after(0.3):
             extra = await ws.get_message()
-            pytest.fail(f"message after stopped: {extra}")
+            pytest.fail(f"message after stopped: {extra!r}")
 
 
 @pytest.mark.parametrize(

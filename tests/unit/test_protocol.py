@@ -225,17 +225,20 @@ def test_any_text_parses_to_a_command_or_a_protocol_error(frame: str) -> None:
     try:
         command = parse(frame, LIMITS)
     except ProtocolError as error:
-        assert error.message.endswith(".")
-        # The answer must always be sendable as UTF-8 text.
-        encode_error(error).encode("utf-8")
+        problem = error
     else:
         assert isinstance(command, Start | Stop)
+        return
+    assert problem.message.endswith(".")
+    # The answer must always be sendable as UTF-8 text.
+    encode_error(problem).encode("utf-8")
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=10,
 )
 

@@ -20,6 +20,7 @@ from ticker.protocol import Limits
 from ticker.session import Close, run_session
 
 Message = dict[str, object]
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass
@@ -52,7 +53,7 @@ SendDelay = Callable[[Message], float]
 
 @asynccontextmanager
 async def open_session(
-    limits: Limits = Limits(), send_delay: SendDelay | None = None, *, shielded: bool = False
+    limits: Limits = DEFAULT_LIMITS, send_delay: SendDelay | None = None, *, shielded: bool = False
 ) -> AsyncIterator[Client]:
     """Run a session in a nursery; closing the client's channel ends it."""
     to_server, from_client = trio.open_memory_channel[str | bytes | None](0)

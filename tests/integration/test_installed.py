@@ -1,0 +1,107 @@
+"""The package as a user gets it: the wheel, and the real command run from an empty folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+import ticker
+
+from ..support import STEP_TIMEOUT, Server, http_get
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
+STATIC_FILES = sorted(p.relative_to(PROJECT).as_posix() for p in (PROJECT / "static").rglob("*"))
+
+
+def test_wheel_carries_the_static_files(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(PROJECT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("ticker-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "static/index.html" in STATIC_FILES
+    for name in STATIC_FILES:
+        assert f"ticker/{name}" in names
+    assert "ticker/py.typed" in names
+
+
+@asynccontextmanager
+async def run_hypercorn(cwd: Path, env: dict[str, str] | None = None) -> AsyncIterator[Server]:
+    """``python -m hypercorn ticker.app:app --worker-class trio`` on a free port."""
+    command = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
+    command += ["--bind", "127.0.0.1:0"]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        )
+        assert process.stderr is not None
+        log = b""
+        with trio.fail_after(STEP_TIMEOUT * 3):
+            while not (found := re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log)):
+                log += await process.stderr.receive_some()
+        nursery.start_soon(_drain, process.stderr)
+        try:
+            yield Server("127.0.0.1", int(found.group(1)))
+        finally:
+            process.terminate()
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    while await stream.receive_some():
+        pass
+
+
+async def test_served_from_an_empty_folder(tmp_path: Path) -> None:
+    async with run_hypercorn(tmp_path) as server:
+        page = await http_get(server, "/")
+        assert page.status == 200
+        assert b"<title>ticker" in page.body
+        async with open_websocket_url(server.ws_url) as ws:
+            with trio.fail_after(STEP_TIMEOUT):
+                hello = json.loads(await ws.get_message())
+                assert hello["version"] == ticker.__version__
+                await ws.send_message('{"interval":0.01,"count":3}')
+                kinds = [json.loads(await ws.get_message())["type"] for _ in range(5)]
+            assert kinds == ["started", "tick", "tick", "tick", "done"]
+
+
+def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"],
+        cwd=tmp_path,
+        env={**os.environ, "TICKER_MAX_INTERVAL": "0.001"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Hypercorn 0.18's parent process exits 0 even when its worker fails
+    # (run.py overwrites the worker's exit code), so the message is the contract.
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "ticker: configuration error: TICKER_MAX_INTERVAL (0.001) must not be smaller "
+        "than TICKER_MIN_INTERVAL (0.01)"
+    ]
