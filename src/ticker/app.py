@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
     connections = ConnectionCount()
     app = QuartTrio(__name__, static_folder=str(static_dir()), static_url_path="/static")
     app.config["TICKER_SETTINGS"] = settings
+    # Browsers revalidate the page's files (cheap 304s), so an upgrade shows at once.
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
     app.extensions["ticker.connections"] = connections
 
     @app.get("/")

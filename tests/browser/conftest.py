@@ -1,0 +1,156 @@
+"""Browser tier: the real page in headless Chromium (Playwright) against the real server command.
+
+Playwright's sync API runs its own event loop, so the server runs in a
+subprocess, exactly as a user starts it: ``hypercorn ticker.app:app --worker-class trio``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+
+#: Chromium's own log line when a websocket cannot connect (the server is down):
+#: expected while the page waits for a restarted server, never otherwise.
+WEBSOCKET_FAILED = re.compile(r"^WebSocket connection to '.*' failed")
+
+STARTUP_TIMEOUT = 30.0  # seconds for hypercorn to say "Running on"
+
+
+class HypercornProcess:
+    """``hypercorn ticker.app:app --worker-class trio`` on 127.0.0.1, restartable on its port."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd = cwd
+        self.env = {**os.environ, **env}
+        self.port = 0
+        self.log: list[str] = []
+        self._process: subprocess.Popen[str] | None = None
+        self._drain: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "1"]
+        process = subprocess.Popen(
+            command, cwd=self.cwd, env=self.env, stderr=subprocess.PIPE, text=True
+        )
+        self._process = process
+        lines: queue.Queue[str] = queue.Queue()
+
+        def drain() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                self.log.append(line)
+                lines.put(line)
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        while True:
+            try:
+                line = lines.get(timeout=STARTUP_TIMEOUT)
+            except queue.Empty:
+                self.stop()
+                pytest.fail(f"hypercorn did not start: {''.join(self.log)}")
+            if found := re.search(r"Running on http://127\.0\.0\.1:(\d+)", line):
+                self.port = int(found.group(1))
+                return
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._drain.join(timeout=30)  # the pipe ends with the process
+            assert self._process.stderr is not None
+            self._process.stderr.close()
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[HypercornProcess]:
+    process = HypercornProcess(tmp_path, {})
+    process.start()
+    yield process
+    process.stop()
+    assert "Traceback" not in "".join(process.log)
+
+
+def chromium_executable() -> str | None:
+    """The Chromium to drive: $TICKER_CHROMIUM, else `chromium` on PATH, else Playwright's own."""
+    return os.environ.get("TICKER_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(
+        executable_path=chromium_executable(),
+        # Root in a container needs --no-sandbox; the rest keeps Chromium from
+        # calling home on a machine without internet.
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
+    yield browser
+    browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Console errors, page errors and failed requests seen during one test."""
+
+    console: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    allow_websocket_failures: bool = False
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            if self.allow_websocket_failures and WEBSOCKET_FAILED.match(message.text):
+                return
+            self.console.append(message.text)
+
+
+@pytest.fixture
+def problems() -> PageProblems:
+    return PageProblems()
+
+
+@pytest.fixture
+def page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.on("console", problems.on_console)
+    page.on("pageerror", lambda error: problems.console.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.failed_requests.append(request.url))
+    yield page
+    context.close()
+    assert problems.console == []
+    assert problems.failed_requests == []

@@ -1,0 +1,165 @@
+"""The page as a person uses it, found only by roles and accessible names."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from .conftest import HypercornProcess, PageProblems
+
+pytestmark = pytest.mark.slow
+
+CONNECTED = re.compile(r"^Connected")
+
+
+def open_page(page: Page, server: HypercornProcess) -> None:
+    page.goto(server.url)
+    expect(page.get_by_role("status")).to_have_text(CONNECTED)
+
+
+def ticks(page: Page) -> Locator:
+    return page.get_by_role("list", name="Ticks").get_by_role("listitem")
+
+
+def start(page: Page, interval: str, count: str = "") -> None:
+    page.get_by_label("Interval (seconds)").fill(interval)
+    page.get_by_label("Count (empty = unlimited)").fill(count)
+    page.get_by_role("button", name="Start").click()
+
+
+def summary(page: Page, term: str) -> Locator:
+    return page.get_by_role("term").filter(has_text=re.compile(f"^{term}$")).locator("+ dd")
+
+
+def test_page_has_one_status_and_the_named_controls(page: Page, server: HypercornProcess) -> None:
+    open_page(page, server)
+    expect(page.get_by_role("status")).to_have_count(1)
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Connected to ticker \d"))
+    expect(page.get_by_role("button", name="Start")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(page.get_by_role("img", name="Tick timing chart")).to_be_visible()
+    expect(page.get_by_role("list", name="Ticks")).to_be_attached()
+
+
+def test_counted_schedule_shows_every_tick_then_done(page: Page, server: HypercornProcess) -> None:
+    open_page(page, server)
+    start(page, "0.05", "10")
+    expect(ticks(page)).to_have_count(10)
+    expect(summary(page, "Received")).to_have_text("10")
+    expect(page.get_by_text(re.compile(r"done: 10 received"))).to_be_visible()
+    # Newest first, each with its seq, arrival time and deviation in ms.
+    expect(ticks(page).first).to_have_text(re.compile(r"^#10 · \d\d:\d\d:\d\d\.\d{3} · [+−±]\d+\.\d ms$"))
+    expect(ticks(page).last).to_have_text(re.compile(r"^#1 · "))
+    expect(summary(page, "Mean deviation")).to_have_text(re.compile(r"\d+\.\d ms$"))
+    expect(summary(page, "p95 deviation")).to_have_text(re.compile(r"\d+\.\d ms$"))
+    expect(page.get_by_role("alert")).to_have_text("")
+
+
+def test_enter_starts_an_unbounded_schedule_and_stop_ends_it(
+    page: Page, server: HypercornProcess
+) -> None:
+    open_page(page, server)
+    page.get_by_label("Interval (seconds)").fill("0.02")
+    page.get_by_label("Count (empty = unlimited)").fill("")
+    page.get_by_label("Interval (seconds)").press("Enter")
+    expect(ticks(page).nth(14)).to_be_attached()  # at least 15, and growing
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_text("(stopped)")).to_be_visible()
+    shown = ticks(page).count()
+    page.wait_for_timeout(500)
+    assert ticks(page).count() == shown
+
+
+def test_invalid_interval_shows_an_alert_and_starts_nothing(
+    page: Page, server: HypercornProcess
+) -> None:
+    open_page(page, server)
+    start(page, "0.001")
+    expect(page.get_by_role("alert")).to_have_text(
+        "The interval must be a number of seconds between 0.01 and 86400."
+    )
+    expect(page.get_by_label("Interval (seconds)")).to_have_attribute("aria-invalid", "true")
+    start(page, "1", "2.5")
+    expect(page.get_by_role("alert")).to_contain_text("The count must be a whole number")
+    page.wait_for_timeout(300)
+    expect(ticks(page)).to_have_count(0)
+    # A valid start clears the alert.
+    start(page, "0.05", "1")
+    expect(page.get_by_role("alert")).to_have_text("")
+    expect(ticks(page)).to_have_count(1)
+
+
+def test_limits_come_from_the_servers_hello(page: Page, tmp_path: object) -> None:
+    server = HypercornProcess(
+        __import__("pathlib").Path(str(tmp_path)),
+        {"TICKER_MIN_INTERVAL": "0.05", "TICKER_MAX_COUNT": "20"},
+    )
+    server.start()
+    try:
+        open_page(page, server)
+        interval = page.get_by_label("Interval (seconds)")
+        expect(interval).to_have_attribute("min", "0.05")
+        expect(page.get_by_label("Count (empty = unlimited)")).to_have_attribute("max", "20")
+        start(page, "0.02")
+        expect(page.get_by_role("alert")).to_have_text(
+            "The interval must be a number of seconds between 0.05 and 86400."
+        )
+    finally:
+        server.stop()
+
+
+def test_tick_list_keeps_only_the_newest_200(page: Page, server: HypercornProcess) -> None:
+    open_page(page, server)
+    start(page, "0.01", "400")
+    expect(page.get_by_text(re.compile(r"\(done: "))).to_be_visible(timeout=30_000)
+    expect(ticks(page)).to_have_count(200)
+    expect(ticks(page).first).to_contain_text("#400")
+
+
+def test_chart_is_drawn(page: Page, server: HypercornProcess) -> None:
+    open_page(page, server)
+    chart = page.get_by_role("img", name="Tick timing chart")
+    count_pixels = """canvas => {
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let painted = 0;
+        for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted += 1;
+        return painted;
+    }"""
+    before = chart.evaluate(count_pixels)
+    start(page, "0.02", "30")
+    expect(page.get_by_text(re.compile(r"\(done: "))).to_be_visible()
+    page.wait_for_timeout(200)  # the next animation frame
+    after = chart.evaluate(count_pixels)
+    assert after > before + 200  # a target line and 29 dots, not just the hint text
+
+
+def test_page_reconnects_and_resumes_after_a_server_restart(
+    page: Page, server: HypercornProcess, problems: PageProblems
+) -> None:
+    problems.allow_websocket_failures = True  # Chromium logs each refused attempt
+    open_page(page, server)
+    start(page, "0.05", "80")
+    expect(ticks(page).nth(9)).to_be_attached()
+    # Record what the status says while the server is away.
+    page.get_by_role("status").evaluate(
+        """status => {
+            window.statusLog = [];
+            new MutationObserver(() => window.statusLog.push(status.textContent))
+                .observe(status, {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    server.restart()
+    expect(page.get_by_role("status")).to_have_text(CONNECTED, timeout=30_000)
+    said = page.evaluate("window.statusLog")
+    assert any(re.fullmatch(r"Reconnecting in \d+ s…", text) for text in said), said
+    assert "Connecting…" in said
+    expect(page.get_by_text(re.compile(r"resumed"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"\(done: "))).to_be_visible(timeout=30_000)
+    # Only the ticks still owed were asked for: numbering ends at 80 exactly.
+    expect(ticks(page).first).to_contain_text("#80")
+    received = int(summary(page, "Received").inner_text())
+    skipped = int(summary(page, "Skipped").inner_text())
+    assert 10 <= received <= 80
+    assert received + skipped <= 80
