@@ -1,6 +1,9 @@
-"""Development tasks: ``nox`` runs tests, lint and typecheck; ``nox -s NAME`` runs one."""
+"""Development tasks: ``nox`` runs tests, browser, lint and typecheck; ``nox -s NAME`` runs one."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import nox
 
@@ -20,7 +23,49 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite against the package installed as a user gets it (not editable)."""
     session.install(".", *group("test"))
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "--ignore=tests/browser", *session.posargs)
+
+
+NO_CHROMIUM = (
+    "No Chromium for the browser tests. Install Debian's package "
+    "(`apt-get install chromium`), or set TICKER_CHROMIUM to a Chromium or Chrome "
+    "executable, or let `playwright install chromium` download one (needs internet)."
+)
+
+
+def find_chromium(session: nox.Session) -> str | None:
+    """$TICKER_CHROMIUM, else `chromium` on PATH; None means Playwright's own browser."""
+    configured = os.environ.get("TICKER_CHROMIUM")
+    if configured:
+        if not shutil.which(configured):
+            session.error(f"TICKER_CHROMIUM={configured!r} is not an executable. {NO_CHROMIUM}")
+        return configured
+    found = shutil.which("chromium")
+    if found:
+        return found
+    try:
+        session.run("playwright", "install", "chromium")
+    except nox.command.CommandFailed:
+        session.error(NO_CHROMIUM)
+    return None
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Run the page in headless Chromium with Playwright, against the real server command."""
+    session.install(".", *group("browser"))
+    chromium = find_chromium(session)
+    env = {} if chromium is None else {"TICKER_CHROMIUM": chromium}
+    session.run("pytest", "tests/browser", *session.posargs, env=env)
+
+
+@nox.session(default=False)
+def screenshot(session: nox.Session) -> None:
+    """Refresh docs/screenshot.png from the running page."""
+    session.install(".", *group("browser"))
+    chromium = find_chromium(session)
+    env = {} if chromium is None else {"TICKER_CHROMIUM": chromium}
+    session.run("python", "-m", "tests.browser.screenshot", "docs/screenshot.png", env=env)
 
 
 @nox.session

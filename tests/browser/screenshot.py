@@ -21,7 +21,9 @@ def main(output: Path) -> None:
             )
             page = browser.new_page(viewport={"width": 900, "height": 1000})
             page.goto(server.url)
-            expect(page.get_by_role("status")).to_contain_text("Connected to ticker", timeout=15_000)
+            expect(page.get_by_role("status")).to_contain_text(
+                "Connected to ticker", timeout=15_000
+            )
             page.get_by_label("Interval (seconds)").fill("0.05")
             page.get_by_label("Count (empty = unlimited)").fill("")
             page.get_by_role("button", name="Start").click()

@@ -50,7 +50,9 @@ def test_counted_schedule_shows_every_tick_then_done(page: Page, server: Hyperco
     expect(summary(page, "Received")).to_have_text("10")
     expect(page.get_by_text(re.compile(r"done: 10 received"))).to_be_visible()
     # Newest first, each with its seq, arrival time and deviation in ms.
-    expect(ticks(page).first).to_have_text(re.compile(r"^#10 · \d\d:\d\d:\d\d\.\d{3} · [+−±]\d+\.\d ms$"))
+    expect(ticks(page).first).to_have_text(
+        re.compile(r"^#10 · \d\d:\d\d:\d\d\.\d{3} · [+±]\d+\.\d ms$")
+    )
     expect(ticks(page).last).to_have_text(re.compile(r"^#1 · "))
     expect(summary(page, "Mean deviation")).to_have_text(re.compile(r"\d+\.\d ms$"))
     expect(summary(page, "p95 deviation")).to_have_text(re.compile(r"\d+\.\d ms$"))
