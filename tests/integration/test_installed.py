@@ -24,7 +24,9 @@ from ..support import STEP_TIMEOUT, Server, http_get
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[2]
-STATIC_FILES = sorted(p.relative_to(PROJECT).as_posix() for p in (PROJECT / "static").rglob("*"))
+STATIC_FILES = sorted(
+    p.relative_to(PROJECT).as_posix() for p in (PROJECT / "static").rglob("*") if p.is_file()
+)
 
 
 def test_wheel_carries_the_static_files(tmp_path: Path) -> None:
