@@ -93,7 +93,8 @@ async def test_served_from_an_empty_folder(tmp_path: Path) -> None:
 
 def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"],
+        [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
+        + ["--bind", "127.0.0.1:0"],
         cwd=tmp_path,
         env={**os.environ, "TICKER_MAX_INTERVAL": "0.001"},
         capture_output=True,

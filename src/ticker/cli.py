@@ -1,0 +1,319 @@
+"""``ticker``: the terminal client. ``ticker watch`` starts a schedule and prints its ticks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, TextIO
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from . import __version__
+from .stats import LatenessRecorder, Summary
+
+DEFAULT_URL: Final = "ws://127.0.0.1:8000/ws"
+CONNECT_TIMEOUT: Final = 10.0  # seconds to open the websocket
+CLOSE_TIMEOUT: Final = 2.0  # seconds to wait for the server's close reply on exit
+
+EXIT_DONE: Final = 0
+EXIT_CONNECTION: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, as a shell reports it
+
+
+class WatchError(Exception):
+    """Ends a watch with an exit code and one line for stderr."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Style:
+    """ANSI colour, or nothing: only on a terminal, and never with NO_COLOR set."""
+
+    enabled: bool
+
+    @classmethod
+    def for_stream(cls, stream: TextIO) -> Style:
+        return cls(stream.isatty() and not os.environ.get("NO_COLOR"))
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def good(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def warn(self, text: str) -> str:
+        return self._wrap("33", text)
+
+    def bad(self, text: str) -> str:
+        return self._wrap("31", text)
+
+
+def format_ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def format_summary(summary: Summary) -> str:
+    return (
+        f"received {summary.received}, skipped {summary.skipped}, lateness "
+        f"p50 {format_ms(summary.p50)}, p99 {format_ms(summary.p99)}, "
+        f"max {format_ms(summary.max)}"
+    )
+
+
+@dataclass
+class Watch:
+    """One ``ticker watch`` run; its statistics outlive the connection for the summary."""
+
+    url: str
+    interval: float
+    count: int | None
+    as_json: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    recorder: LatenessRecorder = field(default_factory=LatenessRecorder)
+    interrupted: bool = False
+    failure: WatchError | None = None
+
+    def __post_init__(self) -> None:
+        self.style = Style.for_stream(self.out)
+        self._schedule_id: int | None = None
+        self._t0 = 0.0
+        self._last_seq = 0
+
+    async def run(self) -> None:
+        """Watch until done, interrupted (SIGINT) or failed (``self.failure``)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_sigint, nursery.cancel_scope)
+            try:
+                await self._watch()
+            except WatchError as error:
+                self.failure = error
+            nursery.cancel_scope.cancel()
+
+    async def _cancel_on_sigint(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                self.interrupted = True
+                scope.cancel()
+
+    async def _watch(self) -> None:
+        try:
+            async with open_websocket_url(
+                self.url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=CLOSE_TIMEOUT
+            ) as ws:
+                await self._converse(ws)
+        except ConnectionRejected as error:
+            raise WatchError(
+                EXIT_CONNECTION, f"{self.url} refused the websocket: HTTP {error.status_code}"
+            ) from None
+        except ConnectionTimeout:
+            raise WatchError(
+                EXIT_CONNECTION,
+                f"cannot connect to {self.url}: timed out after {CONNECT_TIMEOUT:g} s",
+            ) from None
+        except HandshakeError as error:
+            raise WatchError(
+                EXIT_CONNECTION, f"cannot connect to {self.url}: {network_reason(error)}"
+            ) from None
+        except ConnectionClosed as error:
+            reason = error.reason
+            detail = f"{reason.code} {reason.name}" if reason is not None else "closed"
+            if reason is not None and reason.reason:
+                detail += f": {reason.reason}"
+            raise WatchError(EXIT_CONNECTION, f"connection to {self.url} lost ({detail})") from None
+
+    async def _converse(self, ws: WebSocketConnection) -> None:
+        hello = await self._receive(ws)
+        if hello.get("type") != "hello":
+            raise WatchError(EXIT_CONNECTION, f"{self.url} is not a ticker server: {hello}")
+        start: dict[str, object] = {"type": "start", "interval": self.interval}
+        if self.count is not None:
+            start["count"] = self.count
+        await ws.send_message(json.dumps(start))
+        while True:
+            message = await self._receive(ws)
+            kind = message.get("type")
+            if kind == "error" and self._schedule_id is None:
+                raise WatchError(EXIT_USAGE, str(message.get("message")))
+            if kind == "started":
+                self._started(message)
+            elif kind == "tick" and message.get("id") == self._schedule_id:
+                self._tick(message)
+            elif kind == "done" and message.get("id") == self._schedule_id:
+                self._done(message)
+                return
+
+    async def _receive(self, ws: WebSocketConnection) -> dict[str, object]:
+        text = await ws.get_message()
+        if isinstance(text, bytes):
+            raise WatchError(EXIT_CONNECTION, f"{self.url} sent a binary frame")
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise WatchError(EXIT_CONNECTION, f"{self.url} sent something not JSON") from None
+        if not isinstance(message, dict):
+            raise WatchError(EXIT_CONNECTION, f"{self.url} sent an unexpected message: {text}")
+        if self.as_json:
+            print(json.dumps(message, separators=(",", ":")), file=self.out, flush=True)
+        return message
+
+    def _started(self, message: dict[str, object]) -> None:
+        schedule_id = message.get("id")
+        assert isinstance(schedule_id, int)
+        self._schedule_id = schedule_id
+        self._t0 = trio.current_time()
+        if not self.as_json:
+            total = "until Ctrl-C" if self.count is None else f"{self.count} ticks"
+            line = f"watching {self.url}: every {self.interval:g} s, {total}"
+            print(self.style.dim(line), file=self.out, flush=True)
+
+    def _tick(self, message: dict[str, object]) -> None:
+        now = trio.current_time()
+        seq = message.get("seq")
+        assert isinstance(seq, int)
+        # Our clock is not the server's: `started` arriving bounds t0 from
+        # above, and any tick arriving "early" proves an earlier one.
+        due = self._t0 + seq * self.interval
+        if now < due:
+            self._t0 -= due - now
+        lateness = now - (self._t0 + seq * self.interval)
+        skipped = seq - self._last_seq - 1
+        self._last_seq = seq
+        self.recorder.skipped += skipped
+        self.recorder.record(lateness)
+        if self.as_json:
+            return
+        clock = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        late = f"+{lateness * 1000:.1f} ms"
+        late = self.style.good(late) if lateness < 0.005 else self.style.warn(late)
+        line = f"{self.style.dim('#')}{seq:<6} {clock}  {late:>10}"
+        if skipped:
+            first, last = seq - skipped, seq - 1
+            slots = f"#{first}" if skipped == 1 else f"#{first}-#{last}"
+            line += "  " + self.style.bad(f"(skipped {skipped}: {slots})")
+        print(line, file=self.out, flush=True)
+
+    def _done(self, message: dict[str, object]) -> None:
+        skipped = message.get("skipped")
+        if isinstance(skipped, int):
+            self.recorder.skipped = skipped  # includes slots skipped after the last tick
+
+    def print_summary(self) -> None:
+        stream = self.err if self.as_json else self.out
+        print(format_summary(self.recorder.summary()), file=stream, flush=True)
+
+
+def network_reason(error: BaseException) -> str:
+    """The most specific reason inside a connect error: "Connection refused", not a wrapper's."""
+    reason = str(error) or type(error).__name__
+    while True:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        elif error.__cause__ is not None:
+            error = error.__cause__
+        else:
+            return reason
+        reason = str(error) or reason
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def websocket_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not a ws:// or wss:// URL: {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticker", description="Terminal client for a ticker websocket server."
+    )
+    parser.add_argument("--version", action="version", version=f"ticker {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    watch = commands.add_parser(
+        "watch",
+        help="start a schedule and print its ticks",
+        description="Start a schedule on a ticker server and print each tick as it arrives.",
+        epilog="Exit status: 0 done, 1 connection failed or lost, 2 usage error or "
+        "rejected by the server, 130 interrupted (Ctrl-C).",
+    )
+    watch.add_argument(
+        "url", nargs="?", default=DEFAULT_URL, type=websocket_url, help=f"(default {DEFAULT_URL})"
+    )
+    watch.add_argument("--interval", "-i", required=True, type=positive_float, metavar="SECONDS")
+    watch.add_argument(
+        "--count", "-n", type=positive_int, metavar="N", help="stop after N ticks (default: never)"
+    )
+    watch.add_argument(
+        "--json",
+        action="store_true",
+        help="print every server message as JSON Lines on stdout; the summary goes to stderr",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 with a usage line on bad input
+    watch = Watch(url=args.url, interval=args.interval, count=args.count, as_json=args.json)
+    try:
+        trio.run(watch.run)
+    except KeyboardInterrupt:  # Ctrl-C before the signal receiver was listening
+        watch.interrupted = True
+    except BrokenPipeError:
+        # The reader went away (`ticker watch ... | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_DONE
+    if watch.failure is not None:
+        if watch.failure.exit_code == EXIT_CONNECTION and watch.recorder.received:
+            watch.print_summary()
+        print(f"ticker: {watch.failure.message}", file=sys.stderr)
+        return watch.failure.exit_code
+    watch.print_summary()
+    return EXIT_INTERRUPTED if watch.interrupted else EXIT_DONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
