@@ -15,6 +15,7 @@ import trio
 import wsproto
 import wsproto.events
 from hypercorn.config import Config
+from wsproto.frame_protocol import FrameProtocol
 
 from ticker.app import create_app
 from ticker.config import Settings
@@ -135,6 +136,11 @@ class RawWebsocket:
         client = cls(stream)
         await client._send(wsproto.events.Request(host=server.host, target="/ws"))
         return client, await client.next_event()
+
+    @staticmethod
+    def encode_text(text: str) -> bytes:
+        """One masked client text frame, for writing many at once."""
+        return bytes(FrameProtocol(client=True, extensions=[]).send_data(text, fin=True))
 
     async def _send(self, event: wsproto.events.Event) -> None:
         await self.stream.send_all(self.ws.send(event))

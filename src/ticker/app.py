@@ -12,7 +12,7 @@ from pathlib import Path
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-from . import __version__
+from . import __version__, _hypercorn_fixes
 from .config import ConfigError, Settings
 from .session import run_session
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
         ConfigError: a ``TICKER_*`` variable is malformed.
     """
     settings = Settings.from_env() if settings is None else settings
+    _hypercorn_fixes.apply()
     connections = ConnectionCount()
     app = QuartTrio(__name__, static_folder=str(static_dir()), static_url_path="/static")
     app.config["TICKER_SETTINGS"] = settings

@@ -122,7 +122,7 @@ class Session:
             with run.cancel_scope:
                 while schedule.has_slot(seq):
                     await trio.sleep_until(schedule.due(seq))
-                    await self._send(encode_tick(run.id, seq, time.time()))
+                    await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
                     sent += 1
                     seq = schedule.next_seq(seq, trio.current_time())
                 if schedule.count is not None:

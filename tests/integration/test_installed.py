@@ -24,6 +24,8 @@ from ..support import STEP_TIMEOUT, Server, http_get
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[2]
+#: The README's server command, run by this interpreter.
+HYPERCORN = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
 STATIC_FILES = sorted(
     p.relative_to(PROJECT).as_posix() for p in (PROJECT / "static").rglob("*") if p.is_file()
 )
@@ -47,8 +49,7 @@ def test_wheel_carries_the_static_files(tmp_path: Path) -> None:
 @asynccontextmanager
 async def run_hypercorn(cwd: Path, env: dict[str, str] | None = None) -> AsyncIterator[Server]:
     """``python -m hypercorn ticker.app:app --worker-class trio`` on a free port."""
-    command = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
-    command += ["--bind", "127.0.0.1:0"]
+    command = [*HYPERCORN, "--bind", "127.0.0.1:0"]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(
@@ -93,8 +94,7 @@ async def test_served_from_an_empty_folder(tmp_path: Path) -> None:
 
 def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
-        + ["--bind", "127.0.0.1:0"],
+        [*HYPERCORN, "--bind", "127.0.0.1:0"],
         cwd=tmp_path,
         env={**os.environ, "TICKER_MAX_INTERVAL": "0.001"},
         capture_output=True,

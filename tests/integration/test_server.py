@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import trio
+import trio.lowlevel
 import wsproto.events
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -202,3 +203,21 @@ async def test_disconnects_in_every_state_leave_nothing_and_log_nothing(
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert problems == []
     assert "Traceback" not in caplog.text
+
+
+async def test_reset_during_a_burst_of_commands_leaves_no_connection_behind() -> None:
+    # A client floods starts without reading, then resets the TCP connection.
+    # The server's answer hits the dead socket while its receive queues are
+    # full; hypercorn then delivers the disconnect into a full queue from the
+    # very task that should drain it (see ticker/_hypercorn_fixes.py).
+    async with serve_ticker() as server:
+        frame = RawWebsocket.encode_text('{"interval":0.01}')
+        for attempt in range(60):
+            client = await RawWebsocket.connect(server)
+            await client.receive_json()
+            for _ in range(10):
+                await client.stream.send_all(frame * 20)
+                await trio.lowlevel.checkpoint()
+            await trio.sleep(attempt % 6 * 0.002)  # reset at varying points of the backlog
+            await client.abort()
+        await wait_for_connections(server, 0)
