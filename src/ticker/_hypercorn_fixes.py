@@ -8,26 +8,48 @@ the Hypercorn version that ships the upstream repair is the minimum we require.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+import hypercorn.trio
+import hypercorn.trio.run
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import EventWrapper, WorkerContext
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 _DISCONNECTS: Final = frozenset({"websocket.disconnect", "http.disconnect"})
 
+#: Once shutdown has begun, a write gets at most this long (seconds) before its
+#: connection is dropped, so a stalled reader cannot hold the process up.
+SHUTDOWN_SEND_GRACE: Final = 1.0
+
 _applied = False
+_send_timeout = 5.0  # seconds; set by apply()
 
 
-def apply() -> None:
-    """Install every fix once per process."""
-    global _applied
+class SupportsGracefulShutdown(Protocol):
+    """An app that can close its websockets itself when the server begins to stop."""
+
+    def begin_shutdown(self) -> None: ...
+
+
+def apply(send_timeout: float) -> None:
+    """Install every fix once per process; ``send_timeout`` is the latest app's setting."""
+    global _applied, _send_timeout
+    _send_timeout = send_timeout
     if _applied:
         return
     _applied = True
     _deliver_disconnects_without_blocking()
+    _bound_writes_and_protect_connection_bookkeeping()
+    _tell_the_app_when_shutdown_begins()
 
 
 # ---------------------------------------------------------------------------
@@ -96,3 +118,137 @@ def _deliver_disconnects_without_blocking() -> None:
         return app_put
 
     TaskGroup.spawn_app = patched_spawn_app  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# Fix 2: a peer that stops reading must not pin a task forever, and closing a
+# connection must not be abandoned half-way.
+#
+# Upstream problems, both in ``TCPServer.protocol_send``:
+# a) Every write is ``send_all`` under ``CancelScope(shield=True)`` with no
+#    deadline (the shield keeps a cancelled app from leaving half a frame on
+#    the wire). A client whose TCP window is full therefore blocks the writing
+#    task for ever: cancelling a schedule, closing the websocket and even the
+#    server's graceful-shutdown deadline all wait on it.
+#    Tests: tests/integration/test_reliability.py::test_stalled_reader_*
+# b) Hypercorn runs its connection bookkeeping (``Closed`` -> close the socket,
+#    ``Updated`` -> start/stop the keep-alive timer) on the *app's* task.
+#    Quart-Trio cancels that task as soon as Hypercorn reports the request's
+#    end, so the socket close and the keep-alive timer are cancelled half-way:
+#    ``Connection: close`` is ignored and idle connections live for ever.
+#    Tests: tests/integration/test_reliability.py::test_http_connection_*
+#
+# Fix: the write stays shielded but gets a deadline (``TICKER_SEND_TIMEOUT``,
+# or ``SHUTDOWN_SEND_GRACE`` once shutdown has begun, which also shortens
+# writes already in flight); a write that misses it resets the connection,
+# since a half-written frame cannot be taken back. The bookkeeping is shielded:
+# it never blocks (closing a socket, starting or stopping a timer).
+
+
+class _ShutdownAwareEvent(EventWrapper):
+    """``WorkerContext.terminated``: also cuts short the writes in flight when set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: set[trio.CancelScope] = set()
+
+    async def set(self) -> None:
+        deadline = trio.current_time() + SHUTDOWN_SEND_GRACE
+        for write in self.writes:
+            write.deadline = min(write.deadline, deadline)
+        await super().set()
+
+
+def _reset(stream: Any) -> None:
+    """Make the coming close a reset: drop unsent data instead of lingering."""
+    sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _bound_writes_and_protect_connection_bookkeeping() -> None:
+    WorkerContext.event_class = _ShutdownAwareEvent
+
+    async def protocol_send(self: TCPServer, event: Event) -> None:
+        if isinstance(event, RawData):
+            async with self.send_lock:
+                terminated = self.context.terminated
+                shutting_down = terminated.is_set()
+                timeout = SHUTDOWN_SEND_GRACE if shutting_down else _send_timeout
+                writes = terminated.writes if isinstance(terminated, _ShutdownAwareEvent) else set()
+                try:
+                    with trio.CancelScope(shield=True) as write:
+                        write.deadline = trio.current_time() + timeout
+                        writes.add(write)
+                        try:
+                            await self.stream.send_all(event.data)
+                        finally:
+                            writes.discard(write)
+                    stalled = write.cancelled_caught
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    stalled = False
+                else:
+                    if not stalled:
+                        return
+                with trio.CancelScope(shield=True):
+                    if stalled:
+                        _reset(self.stream)
+                        await self.stream.aclose()
+                    await self.protocol.handle(Closed())
+        elif isinstance(event, Closed):
+            with trio.CancelScope(shield=True):
+                await self._close()
+                await self.protocol.handle(Closed())
+        elif isinstance(event, Updated):
+            with trio.CancelScope(shield=True):
+                if event.idle:
+                    await self.idle_task.restart(self._task_group, self._idle_timeout)
+                else:
+                    await self.idle_task.stop()
+
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# Fix 3: tell the app when graceful shutdown begins.
+#
+# Upstream problem: on SIGTERM/Ctrl-C the trio worker stops accepting, waits
+# up to ``graceful_timeout`` for open connections to end by themselves, then
+# cancels them; the app hears nothing until the lifespan shutdown, which runs
+# only after the connections are gone. A websocket app cannot say goodbye, so
+# every client sees an abnormal closure (1006) instead of 1001 "going away".
+# Test: tests/integration/test_reliability.py::test_sigterm_closes_websockets_with_1001
+#
+# Fix: wrap ``worker_serve`` so that, when its shutdown trigger fires, an app
+# with ``begin_shutdown()`` is called first; it closes its websockets with
+# 1001, the connections end, and Hypercorn's wait ends early.
+
+
+def _tell_the_app_when_shutdown_begins() -> None:
+    worker_serve = hypercorn.trio.run.worker_serve
+
+    async def patched_worker_serve(
+        app: AppWrapper,
+        config: Config,
+        *,
+        sockets: Sockets | None = None,
+        shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        framework = getattr(app, "app", app)  # Hypercorn's ASGIWrapper keeps it here
+        begin_shutdown = getattr(framework, "begin_shutdown", None)
+        if shutdown_trigger is not None and callable(begin_shutdown):
+            trigger = shutdown_trigger
+
+            async def shutdown_trigger_then_tell_app() -> None:
+                await trigger()
+                begin_shutdown()
+
+            shutdown_trigger = shutdown_trigger_then_tell_app
+        await worker_serve(
+            app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+
+    hypercorn.trio.run.worker_serve = patched_worker_serve
+    hypercorn.trio.worker_serve = patched_worker_serve  # type: ignore[attr-defined]

@@ -6,18 +6,25 @@ Run it with ``hypercorn ticker.app:app --worker-class trio``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
+import trio
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from . import __version__, _hypercorn_fixes
 from .config import ConfigError, Settings
-from .session import run_session
+from .protocol import CLOSE_MESSAGE_TOO_BIG, ProtocolError
+from .session import Close, Session
 
+#: RFC 6455 "going away": the server is shutting down.
+CLOSE_GOING_AWAY: Final = 1001
 #: RFC 6455 "internal error": a bug in the server, not in the client.
-CLOSE_INTERNAL_ERROR = 1011
+CLOSE_INTERNAL_ERROR: Final = 1011
 
 log = logging.getLogger("ticker")
 
@@ -30,27 +37,49 @@ def static_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "static"
 
 
-@dataclass(slots=True)
-class ConnectionCount:
-    """Open websockets of one app (one worker process); never shared between apps."""
+@dataclass(eq=False)
+class Connections:
+    """The open websockets of one app (one worker process); never shared between apps."""
 
     open: int = 0
+    closing: bool = False
+    scopes: set[trio.CancelScope] = field(default_factory=set)
+
+    def close_all(self) -> None:
+        """Refuse new websockets and end every open one (they close with 1001)."""
+        self.closing = True
+        for scope in self.scopes:
+            scope.cancel()
 
 
-def create_app(settings: Settings | None = None) -> QuartTrio:
+class TickerApp(QuartTrio):
+    """The ticker service: a Quart-Trio app that knows its settings and its websockets."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(__name__, static_folder=str(static_dir()), static_url_path="/static")
+        self.settings = settings
+        self.connections = Connections()
+
+    def begin_shutdown(self) -> None:
+        """Called by the server when graceful shutdown begins (see ``_hypercorn_fixes``)."""
+        if not self.connections.closing:
+            log.info("shutting down: closing %d websockets with 1001", self.connections.open)
+        self.connections.close_all()
+
+
+def create_app(settings: Settings | None = None) -> TickerApp:
     """Build the app; ``settings`` default to the ``TICKER_*`` environment.
 
     Raises:
         ConfigError: a ``TICKER_*`` variable is malformed.
     """
     settings = Settings.from_env() if settings is None else settings
-    _hypercorn_fixes.apply()
-    connections = ConnectionCount()
-    app = QuartTrio(__name__, static_folder=str(static_dir()), static_url_path="/static")
-    app.config["TICKER_SETTINGS"] = settings
+    _configure_logging(settings.log_level)
+    _hypercorn_fixes.apply(send_timeout=settings.send_timeout)
+    app = TickerApp(settings)
     # Browsers revalidate the page's files (cheap 304s), so an upgrade shows at once.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
-    app.extensions["ticker.connections"] = connections
+    connections = app.connections
 
     @app.get("/")
     async def index() -> Response:
@@ -63,31 +92,94 @@ def create_app(settings: Settings | None = None) -> QuartTrio:
 
     @app.websocket("/ws")
     async def ws() -> Response | None:
-        if connections.open >= settings.max_connections:
+        peer = _peer()
+        if connections.closing or connections.open >= settings.max_connections:
             # Refused before the handshake completes: the client gets an HTTP status.
-            return Response(
-                f"ticker is at its limit of {settings.max_connections} connections; "
-                "try again later.\n",
-                status=503,
-                headers={"Retry-After": "5", "Content-Type": "text/plain; charset=utf-8"},
-            )
+            why = "shutting down" if connections.closing else "at its connection limit"
+            log.warning("%s refused: %s (%d open)", peer, why, connections.open)
+            return _refusal(why, settings.max_connections)
         connections.open += 1  # no await since the check: the limit is exact
+        opened = trio.current_time()
+        session = Session(websocket.send, settings.limits, _first_error_logger(peer))
+        outcome = "client left"
         try:
             await websocket.accept()
-            try:
-                close = await run_session(websocket.send, websocket.receive, settings.limits)
-            except Exception:
-                # A bug of ours: say so with 1011 rather than Quart's clean 1000.
-                log.exception("ticker session failed")
-                await websocket.close(CLOSE_INTERNAL_ERROR, "internal error")
-                return None
+            log.info("%s connected (%d open)", peer, connections.open)
+            with trio.CancelScope() as scope:
+                connections.scopes.add(scope)
+                try:
+                    close = await session.run(websocket.receive)
+                except Exception:
+                    # A bug of ours: say so with 1011 rather than Quart's clean 1000.
+                    log.exception("%s: session failed", peer)
+                    close = Close(CLOSE_INTERNAL_ERROR, "internal error")
+                finally:
+                    connections.scopes.discard(scope)
+            if scope.cancelled_caught:  # only Connections.close_all cancels it
+                close = Close(CLOSE_GOING_AWAY, "server shutting down")
             if close is not None:
+                if close.code == CLOSE_MESSAGE_TOO_BIG:
+                    log.warning("%s closed with 1009: %s", peer, close.reason)
+                outcome = f"closed with {close.code} ({close.reason})"
                 await websocket.close(close.code, close.reason)
         finally:
             connections.open -= 1
+            log.info(
+                "%s disconnected after %.1f s: %s; %d schedules, %d protocol errors",
+                peer,
+                trio.current_time() - opened,
+                outcome,
+                session.schedules_started,
+                session.protocol_errors,
+            )
         return None
 
     return app
+
+
+def _peer() -> str:
+    client = websocket.scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown peer"
+
+
+def _refusal(why: str, limit: int) -> Response:
+    text = (
+        "ticker is shutting down; try again shortly.\n"
+        if why == "shutting down"
+        else f"ticker is at its limit of {limit} connections; try again later.\n"
+    )
+    return Response(
+        text,
+        status=503,
+        headers={"Retry-After": "5", "Content-Type": "text/plain; charset=utf-8"},
+    )
+
+
+def _first_error_logger(peer: str) -> Callable[[ProtocolError], None]:
+    """Warn about a connection's first invalid frame; the count is in the close line."""
+    warned = False
+
+    def on_protocol_error(error: ProtocolError) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            log.warning("%s sent an invalid frame (%s): %s", peer, error.code, error.message)
+
+    return on_protocol_error
+
+
+def _configure_logging(level: str) -> None:
+    """INFO lines to stderr in Hypercorn's format, unless logging is configured already."""
+    log.setLevel(level)
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"
+        )
+    )
+    log.addHandler(handler)
 
 
 try:

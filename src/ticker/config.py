@@ -11,6 +11,10 @@ from typing import Final
 from .protocol import Limits
 
 DEFAULT_MAX_CONNECTIONS: Final = 10_000  # open websockets per process
+#: How long one write may wait for a client that stopped reading before its
+#: connection is reset (only a client whose TCP window stays full waits at all).
+DEFAULT_SEND_TIMEOUT: Final = 5.0  # seconds
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Smaller than this and not even ``{"type":"start","interval":0.5,"count":10}`` fits.
 MIN_MESSAGE_SIZE: Final = 64  # bytes
 
@@ -25,6 +29,8 @@ class Settings:
 
     limits: Limits = field(default_factory=Limits)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +65,8 @@ class Settings:
             max_connections=_integer(
                 env, "TICKER_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=1
             ),
+            send_timeout=_seconds(env, "TICKER_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
+            log_level=_choice(env, "TICKER_LOG_LEVEL", "INFO", LOG_LEVELS),
         )
 
 
@@ -82,6 +90,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    if raw.upper() not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.upper()
 
 
 def _integer(

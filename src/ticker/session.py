@@ -59,14 +59,36 @@ class _Run:
 class Session:
     """The state of one connection: schedule ids and the running schedule."""
 
-    def __init__(self, send: Send, limits: Limits) -> None:
+    def __init__(
+        self,
+        send: Send,
+        limits: Limits,
+        on_protocol_error: Callable[[ProtocolError], None] | None = None,
+    ) -> None:
         self._transport_send = send
+        self._on_protocol_error = on_protocol_error
+        self.protocol_errors = 0
         # Receiver and sender both write; the lock keeps each frame whole and
         # frames in the order they were produced, whatever the transport does.
         self._send_lock = trio.StrictFIFOLock()
         self._limits = limits
         self._last_id = 0
         self._running: _Run | None = None
+
+    @property
+    def schedules_started(self) -> int:
+        return self._last_id
+
+    async def run(self, receive: Receive) -> Close | None:
+        """Serve the connection in its own nursery until the client leaves or must be closed.
+
+        Returns the close the transport should perform, or None when the client
+        went away. Client disconnects arrive as cancellation, which propagates.
+        """
+        async with trio.open_nursery() as nursery:
+            close = await self.receive_commands(receive, nursery)
+            nursery.cancel_scope.cancel()  # the running sender, if any
+        return close
 
     async def _send(self, text: str) -> None:
         async with self._send_lock:
@@ -85,6 +107,9 @@ class Session:
             except MessageTooBig as error:
                 return Close(CLOSE_MESSAGE_TOO_BIG, f"message too big: {error}")
             except ProtocolError as error:
+                self.protocol_errors += 1
+                if self._on_protocol_error is not None:
+                    self._on_protocol_error(error)
                 await self._send(encode_error(error))
                 continue
             if isinstance(command, Start):
@@ -135,13 +160,5 @@ class Session:
 
 
 async def run_session(send: Send, receive: Receive, limits: Limits) -> Close | None:
-    """Serve one connection in its own nursery until the client leaves or must be closed.
-
-    Returns the close the transport should perform, or None when the client
-    went away. Client disconnects arrive as cancellation, which propagates.
-    """
-    session = Session(send, limits)
-    async with trio.open_nursery() as nursery:
-        close = await session.receive_commands(receive, nursery)
-        nursery.cancel_scope.cancel()  # the running sender, if any
-    return close
+    """Serve one connection with a fresh ``Session``; see ``Session.run``."""
+    return await Session(send, limits).run(receive)

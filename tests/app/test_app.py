@@ -8,7 +8,7 @@ import pytest
 from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 
 import ticker
-import ticker.app
+import ticker.session
 from ticker.app import create_app
 from ticker.config import Settings
 from ticker.protocol import Limits
@@ -103,14 +103,14 @@ async def test_handshake_beyond_the_connection_limit_gets_503() -> None:
 async def test_a_bug_in_the_session_closes_with_1011_and_is_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken_session(*args: object) -> None:
+    async def broken_run(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ticker.app, "run_session", broken_session)
+    monkeypatch.setattr(ticker.session.Session, "run", broken_run)
     client = create_app(Settings()).test_client()
     async with client.websocket("/ws") as ws:
         with pytest.raises(WebsocketDisconnectError) as info:
             await ws.receive()
         assert info.value.args[0] == 1011
-    assert "ticker session failed" in caplog.text
+    assert "session failed" in caplog.text
     assert "RuntimeError: boom" in caplog.text

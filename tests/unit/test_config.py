@@ -9,7 +9,9 @@ from ticker.protocol import Limits
 
 
 def test_defaults() -> None:
-    assert Settings.from_env({}) == Settings(limits=Limits(), max_connections=10_000)
+    assert Settings.from_env({}) == Settings(
+        limits=Limits(), max_connections=10_000, send_timeout=5.0, log_level="INFO"
+    )
     assert Limits() == Limits(0.01, 86400.0, 1_000_000, 4096)
 
 
@@ -21,10 +23,14 @@ def test_every_variable_overrides_its_setting() -> None:
             "TICKER_MAX_COUNT": "7",
             "TICKER_MAX_MESSAGE_SIZE": "1024",
             "TICKER_MAX_CONNECTIONS": "3",
+            "TICKER_SEND_TIMEOUT": "2.5",
+            "TICKER_LOG_LEVEL": "warning",
             "UNRELATED": "x",
         }
     )
-    assert settings == Settings(limits=Limits(0.5, 60.0, 7, 1024), max_connections=3)
+    assert settings == Settings(
+        limits=Limits(0.5, 60.0, 7, 1024), max_connections=3, send_timeout=2.5, log_level="WARNING"
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,6 +48,8 @@ def test_every_variable_overrides_its_setting() -> None:
         ("TICKER_MAX_CONNECTIONS", "many", "must be a whole number, got 'many'"),
         ("TICKER_MAX_CONNECTIONS", "0", "must be at least 1, got 0"),
         ("TICKER_MAX_CONNECTIONS", "", "is set but empty"),
+        ("TICKER_SEND_TIMEOUT", "0", "must be a positive, finite number of seconds"),
+        ("TICKER_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_problem(name: str, value: str, problem: str) -> None:
