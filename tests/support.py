@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import ClassVar
 
 import hypercorn.trio
 import trio
@@ -40,11 +47,14 @@ class Server:
 
 
 @asynccontextmanager
-async def serve_ticker(settings: Settings | None = None) -> AsyncIterator[Server]:
+async def serve_ticker(
+    settings: Settings | None = None, *, keep_alive_timeout: float = 5.0
+) -> AsyncIterator[Server]:
     """Run the real app on Hypercorn's trio worker at 127.0.0.1, on a free port."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 2.0
+    config.keep_alive_timeout = keep_alive_timeout
     config.accesslog = None
     shutdown = trio.Event()
     app = create_app(Settings() if settings is None else settings)
@@ -55,6 +65,85 @@ async def serve_ticker(settings: Settings | None = None) -> AsyncIterator[Server
         host, _, port = urls[0].removeprefix("http://").rpartition(":")
         yield Server(host, int(port))
         shutdown.set()
+
+
+#: The README's server command, run by this interpreter.
+HYPERCORN = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
+
+
+@dataclass
+class ServerProcess:
+    """The README's command running in a subprocess; ``log`` collects its stderr."""
+
+    server: Server
+    process: trio.Process
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.log)
+
+
+@asynccontextmanager
+async def run_server_command(
+    cwd: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> AsyncIterator[ServerProcess]:
+    """``hypercorn ticker.app:app --worker-class trio`` on a free port, from ``cwd``.
+
+    In its own session (process group), so a test can send a terminal's Ctrl-C.
+    """
+    command = [*HYPERCORN, "--bind", "127.0.0.1:0", *args]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                stderr=subprocess.PIPE,
+                check=False,
+                start_new_session=True,
+            )
+        )
+        assert process.stderr is not None
+        handle = ServerProcess(Server("127.0.0.1", 0), process)
+        pending = b""
+        with trio.fail_after(STEP_TIMEOUT * 3):
+            while not (found := re.search(r"Running on http://127\.0\.0\.1:(\d+)", handle.text)):
+                chunk = await process.stderr.receive_some()
+                if not chunk:
+                    raise RuntimeError(f"server exited before listening: {handle.text}")
+                pending += chunk
+                *lines, partial_line = pending.split(b"\n")
+                handle.log.extend(line.decode() + "\n" for line in lines)
+                pending = partial_line
+        handle.server = Server("127.0.0.1", int(found.group(1)))
+        nursery.start_soon(_collect, process.stderr, handle.log)
+        try:
+            yield handle
+        finally:
+            await stop_server_command(process)
+
+
+async def stop_server_command(process: trio.Process) -> None:
+    """SIGTERM, as an operator would; SIGKILL to the whole group if that does not end it."""
+    if process.returncode is None:
+        process.terminate()
+    with trio.move_on_after(STEP_TIMEOUT):
+        await process.wait()
+        return
+    os.killpg(process.pid, signal.SIGKILL)  # the worker too: it holds our stderr pipe
+    await process.wait()
+
+
+async def _collect(stream: trio.abc.ReceiveStream, log: list[str]) -> None:
+    pending = b""
+    while chunk := await stream.receive_some():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        log.extend(line.decode() + "\n" for line in lines)
+    if pending:
+        log.append(pending.decode())
 
 
 @dataclass
@@ -70,7 +159,7 @@ class HTTPResponse:
 async def http_get(
     server: Server, path: str, headers: dict[str, str] | None = None
 ) -> HTTPResponse:
-    """A minimal HTTP/1.1 GET that reads exactly Content-Length bytes of body."""
+    """A minimal HTTP/1.1 GET on a fresh connection."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {server.host}:{server.port}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -78,25 +167,30 @@ async def http_get(
         stream = await trio.open_tcp_stream(server.host, server.port)
         async with stream:
             await stream.send_all(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some()
-                if not chunk:
-                    raise ConnectionError(f"connection closed in headers: {data!r}")
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            status_line, *header_lines = head.decode("latin-1").split("\r\n")
-            response_headers = {}
-            for line in header_lines:
-                name, _, value = line.partition(":")
-                response_headers[name.strip().lower()] = value.strip()
-            length = int(response_headers.get("content-length", "0"))
-            while len(body) < length:
-                chunk = await stream.receive_some()
-                if not chunk:
-                    raise ConnectionError("connection closed in body")
-                body += chunk
-    return HTTPResponse(int(status_line.split()[1]), response_headers, body)
+            return await read_response(stream)
+
+
+async def read_response(stream: trio.SocketStream) -> HTTPResponse:
+    """One HTTP/1.1 response: its head, then exactly Content-Length bytes of body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise ConnectionError(f"connection closed in headers: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise ConnectionError("connection closed in body")
+        body += chunk
+    return HTTPResponse(int(status_line.split()[1]), headers, body)
 
 
 async def open_connections(server: Server) -> int:
@@ -119,21 +213,44 @@ async def wait_for_connections(server: Server, expected: int) -> None:
 class RawWebsocket:
     """A bare wsproto client, for what polite clients never do (resets, huge frames)."""
 
+    #: Every client made by a test, so the test's teardown can close what it left open.
+    made: ClassVar[list[RawWebsocket]] = []
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        RawWebsocket.made.append(self)
 
     @classmethod
-    async def connect(cls, server: Server) -> RawWebsocket:
-        client, event = await cls.handshake(server)
+    def close_all(cls) -> None:
+        for client in cls.made:
+            # Synchronous teardown: detach from trio (whose close needs a running
+            # loop), then close the descriptor if it was still open.
+            descriptor = client.stream.socket.detach()
+            if descriptor >= 0:
+                os.close(descriptor)
+        cls.made.clear()
+
+    @classmethod
+    async def connect(cls, server: Server, receive_buffer: int | None = None) -> RawWebsocket:
+        client, event = await cls.handshake(server, receive_buffer)
         assert isinstance(event, wsproto.events.AcceptConnection), event
         return client
 
     @classmethod
-    async def handshake(cls, server: Server) -> tuple[RawWebsocket, wsproto.events.Event]:
-        """Open the websocket; the event says whether it was accepted or rejected."""
-        stream = await trio.open_tcp_stream(server.host, server.port)
-        client = cls(stream)
+    async def handshake(
+        cls, server: Server, receive_buffer: int | None = None
+    ) -> tuple[RawWebsocket, wsproto.events.Event]:
+        """Open the websocket; the event says whether it was accepted or rejected.
+
+        A small ``receive_buffer`` (bytes) makes a client that stops reading
+        fill its TCP window quickly.
+        """
+        sock = trio.socket.socket()
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.connect((server.host, server.port))
+        client = cls(trio.SocketStream(sock))
         await client._send(wsproto.events.Request(host=server.host, target="/ws"))
         return client, await client.next_event()
 
@@ -158,6 +275,13 @@ class RawWebsocket:
 
     async def send_bytes(self, data: bytes) -> None:
         await self._send(wsproto.events.BytesMessage(data=data))
+
+    async def close_code(self) -> int:
+        """Skip messages until the server's close frame; its code."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, wsproto.events.CloseConnection):
+                return event.code
 
     async def receive_json(self) -> dict[str, object]:
         event = await self.next_event()

@@ -9,6 +9,7 @@ the Hypercorn version that ships the upstream repair is the minimum we require.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,8 @@ import hypercorn.trio.run
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import Request, StreamClosed
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
@@ -29,6 +32,8 @@ _DISCONNECTS: Final = frozenset({"websocket.disconnect", "http.disconnect"})
 #: Once shutdown has begun, a write gets at most this long (seconds) before its
 #: connection is dropped, so a stalled reader cannot hold the process up.
 SHUTDOWN_SEND_GRACE: Final = 1.0
+
+log = logging.getLogger("ticker")
 
 _applied = False
 _send_timeout = 5.0  # seconds; set by apply()
@@ -50,6 +55,7 @@ def apply(send_timeout: float) -> None:
     _deliver_disconnects_without_blocking()
     _bound_writes_and_protect_connection_bookkeeping()
     _tell_the_app_when_shutdown_begins()
+    _close_connections_after_a_refused_handshake()
 
 
 # ---------------------------------------------------------------------------
@@ -159,9 +165,23 @@ class _ShutdownAwareEvent(EventWrapper):
         await super().set()
 
 
+def _socket(stream: Any) -> Any:
+    """The trio socket under a (possibly TLS) stream, or None."""
+    return getattr(getattr(stream, "transport_stream", stream), "socket", None)
+
+
+def _peer(stream: Any) -> str:
+    sock = _socket(stream)
+    try:
+        host, port, *_ = sock.getpeername() if sock is not None else ("unknown peer", "")
+    except OSError:
+        return "unknown peer"
+    return f"{host}:{port}"
+
+
 def _reset(stream: Any) -> None:
     """Make the coming close a reset: drop unsent data instead of lingering."""
-    sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
+    sock = _socket(stream)
     if sock is not None:
         with contextlib.suppress(OSError):  # already closed
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -193,6 +213,11 @@ def _bound_writes_and_protect_connection_bookkeeping() -> None:
                         return
                 with trio.CancelScope(shield=True):
                     if stalled:
+                        log.warning(
+                            "%s stopped reading: reset after %.1f s without progress",
+                            _peer(self.stream),
+                            timeout,
+                        )
                         _reset(self.stream)
                         await self.stream.aclose()
                     await self.protocol.handle(Closed())
@@ -252,3 +277,28 @@ def _tell_the_app_when_shutdown_begins() -> None:
 
     hypercorn.trio.run.worker_serve = patched_worker_serve
     hypercorn.trio.worker_serve = patched_worker_serve  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Fix 4: a refused websocket handshake must end its connection.
+#
+# Upstream problem: when ``WSStream`` refuses a handshake itself (a malformed
+# upgrade request: 400; an unknown server name: 404) it answers with
+# ``Connection: close`` and marks the stream closed, but never reports
+# ``StreamClosed``, so the HTTP/1.1 connection is neither closed nor idle:
+# it stays open for ever. A client can hold sockets this way at no cost.
+# Test: tests/integration/test_reliability.py::
+#     test_a_refused_websocket_handshake_closes_its_connection
+
+
+def _close_connections_after_a_refused_handshake() -> None:
+    handle = WSStream.handle
+
+    async def patched_handle(self: WSStream, event: Any) -> None:
+        was_closed = self.closed
+        await handle(self, event)
+        refused = isinstance(event, Request) and self.closed and self.app_put is None
+        if refused and not was_closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+    WSStream.handle = patched_handle  # type: ignore[method-assign]

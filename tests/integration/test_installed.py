@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,13 +15,11 @@ from trio_websocket import open_websocket_url
 
 import ticker
 
-from ..support import STEP_TIMEOUT, Server, http_get
+from ..support import HYPERCORN, STEP_TIMEOUT, http_get, run_server_command
 
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[2]
-#: The README's server command, run by this interpreter.
-HYPERCORN = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
 STATIC_FILES = sorted(
     p.relative_to(PROJECT).as_posix() for p in (PROJECT / "static").rglob("*") if p.is_file()
 )
@@ -46,40 +40,9 @@ def test_wheel_carries_the_static_files(tmp_path: Path) -> None:
     assert "ticker/py.typed" in names
 
 
-@asynccontextmanager
-async def run_hypercorn(cwd: Path, env: dict[str, str] | None = None) -> AsyncIterator[Server]:
-    """``python -m hypercorn ticker.app:app --worker-class trio`` on a free port."""
-    command = [*HYPERCORN, "--bind", "127.0.0.1:0"]
-    async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                command,
-                cwd=cwd,
-                env={**os.environ, **(env or {})},
-                stderr=subprocess.PIPE,
-                check=False,
-            )
-        )
-        assert process.stderr is not None
-        log = b""
-        with trio.fail_after(STEP_TIMEOUT * 3):
-            while not (found := re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log)):
-                log += await process.stderr.receive_some()
-        nursery.start_soon(_drain, process.stderr)
-        try:
-            yield Server("127.0.0.1", int(found.group(1)))
-        finally:
-            process.terminate()
-
-
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some():
-        pass
-
-
 async def test_served_from_an_empty_folder(tmp_path: Path) -> None:
-    async with run_hypercorn(tmp_path) as server:
+    async with run_server_command(tmp_path) as running:
+        server = running.server
         page = await http_get(server, "/")
         assert page.status == 200
         assert b"<title>ticker" in page.body
