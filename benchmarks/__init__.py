@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of ticker against its stack's floor and two peers (``nox -s bench``)."""

@@ -1,0 +1,143 @@
+"""One load-generator process: many websocket clients, driven by ``run.py``.
+
+Protocol with the parent: connect every client, print ``READY``, wait for a
+line on stdin, run the scenario, write the results as JSON to ``--result-file``.
+Lateness of tick ``seq`` = its arrival - (when ``start`` was sent + seq x interval),
+on this process's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+CONNECT_CONCURRENCY = 100  # handshakes in flight at once
+GRACE = 2.0  # seconds after the last slot's deadline before its tick counts as lost
+
+
+async def open_clients(url: str, count: int) -> list[ClientConnection]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one() -> ClientConnection:
+        async with gate:
+            ws = await connect(
+                url, compression=None, ping_interval=None, max_queue=None, open_timeout=60
+            )
+            await ws.recv()  # hello
+            return ws
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def tick_client(
+    ws: ClientConnection, interval: float, duration: float, lateness: list[float]
+) -> int:
+    """Start a schedule; record the lateness of slots 1..duration/interval; stop."""
+    last_slot = max(1, math.floor(duration / interval + 1e-9))
+    # The client's view: asked at t0, tick n is due at t0 + n x interval. So the
+    # server's time to accept the start counts too, the same for every server.
+    t0 = time.monotonic()  # not loop.time(): uvloop's clock has only millisecond steps
+    await ws.send(json.dumps({"type": "start", "interval": interval}))
+    started = json.loads(await ws.recv())
+    assert started["type"] == "started", started
+    give_up = t0 + last_slot * interval + GRACE
+    received = 0
+    while (left := give_up - time.monotonic()) > 0:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), left)
+        except TimeoutError:
+            break
+        now = time.monotonic()
+        message = json.loads(raw)
+        if message.get("type") != "tick":
+            continue
+        seq = message["seq"]
+        if seq > last_slot:
+            break
+        received += 1
+        lateness.append(now - (t0 + seq * interval))
+        if seq == last_slot:
+            break
+    await ws.send('{"type":"stop"}')
+    return received
+
+
+async def steady(args: argparse.Namespace) -> dict[str, Any]:
+    clients = await open_clients(args.url, args.clients)
+    await handshake_with_parent()
+    lateness: list[float] = []
+    received = await asyncio.gather(
+        *(tick_client(ws, args.interval, args.duration, lateness) for ws in clients)
+    )
+    await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
+    return {"received": sum(received), "lateness": [round(x, 6) for x in lateness]}
+
+
+async def idle(args: argparse.Namespace) -> dict[str, Any]:
+    clients = await open_clients(args.url, args.clients)
+    await handshake_with_parent()  # the parent measures the server's memory now
+    await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
+    return {"connected": len(clients)}
+
+
+async def reaction(args: argparse.Namespace) -> dict[str, Any]:
+    (ws,) = await open_clients(args.url, 1)
+    await handshake_with_parent()
+    start_times: list[float] = []
+    stop_times: list[float] = []
+    for _ in range(args.trials):
+        sent = time.monotonic()
+        await ws.send('{"type":"start","interval":1000}')
+        while json.loads(await ws.recv())["type"] != "started":
+            pass
+        start_times.append(time.monotonic() - sent)
+        sent = time.monotonic()
+        await ws.send('{"type":"stop"}')
+        while json.loads(await ws.recv())["type"] != "stopped":
+            pass
+        stop_times.append(time.monotonic() - sent)
+    await ws.close()
+    return {"start": start_times, "stop": stop_times}
+
+
+WINDOW: dict[str, float] = {}
+
+
+async def handshake_with_parent() -> None:
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    WINDOW["cpu"] = time.process_time()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--scenario", choices=["steady", "idle", "reaction"], required=True)
+    parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--result-file", required=True, help="where the JSON result goes")
+    args = parser.parse_args()
+    scenario = {"steady": steady, "idle": idle, "reaction": reaction}[args.scenario]
+    try:
+        import uvloop  # so that the load generator is not the bottleneck
+
+        result = uvloop.run(scenario(args))
+    except ImportError:  # pragma: no cover
+        result = asyncio.run(scenario(args))
+    result["cpu_window"] = time.process_time() - WINDOW.get("cpu", 0.0)
+    # A file, not stdout: the event loop may have left stdout non-blocking.
+    Path(args.result_file).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
