@@ -1,4 +1,4 @@
-"""Development tasks: ``nox`` runs tests, browser, lint and typecheck; ``nox -s NAME`` runs one."""
+"""Development tasks: ``nox`` runs tests, browser, lint, typecheck and docs; ``nox -s NAME`` one."""
 
 from __future__ import annotations
 
@@ -60,6 +60,13 @@ def browser(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark ticker against its floor and peers (BENCHMARKS.md); minutes, not seconds."""
+    session.install(".", *group("bench"))
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
 def screenshot(session: nox.Session) -> None:
     """Refresh docs/screenshot.png from the running page."""
     session.install(".", *group("browser"))
@@ -81,3 +88,9 @@ def typecheck(session: nox.Session) -> None:
     """Type-check src, tests and this file with mypy --strict."""
     session.install(".", *group("typecheck"))
     session.run("mypy", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Check that every code excerpt in the tutorials still matches the source."""
+    session.run("python", "tools/excerpts.py", "docs/tutorial.md", "docs/tutorial.es.md")

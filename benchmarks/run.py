@@ -192,7 +192,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else math.nan
 
 
-def ticking(server: Server, args: argparse.Namespace, clients: int, interval: float) -> dict[str, Any]:
+def ticking(
+    server: Server, args: argparse.Namespace, clients: int, interval: float
+) -> dict[str, Any]:
     processes = max(1, min(args.load_processes, clients))
     results, usage = run_load(
         server, "steady", clients, processes, interval=interval, duration=args.duration
@@ -339,7 +341,7 @@ def render(report: dict[str, Any]) -> str:
         first = next(iter(rows.values()))
         lines += [
             "",
-            f"### {scenario}: {first['clients']} clients × {first['interval']} s",
+            f"### {scenario}: {first['clients']} clients x {first['interval']} s",
             "",
             "| server | CPU µs/tick | p50 ms | p99 ms | max ms | received/expected | "
             "peak RSS MiB | server CPU | load CPU |",
@@ -373,7 +375,10 @@ def render(report: dict[str, Any]) -> str:
             )
     if "ticker" in results:
         lines += ["", "### ticker ÷ each server (below 1.0: ticker is better)", ""]
-        lines += ["| vs | CPU/tick (steady) | p99 (steady) | KiB/idle connection |", "|---|---|---|---|"]
+        lines += [
+            "| vs | CPU/tick (steady) | p99 (steady) | KiB/idle connection |",
+            "|---|---|---|---|",
+        ]
         mine = results["ticker"]
         for name, theirs in results.items():
             if name == "ticker":
@@ -385,7 +390,7 @@ def render(report: dict[str, Any]) -> str:
                 try:
                     cells.append(f"{mine[scenario][key] / theirs[scenario][key]:.2f}")
                 except (KeyError, ZeroDivisionError):
-                    cells.append("–")
+                    cells.append("n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -398,9 +403,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    scenarios = [
-        s for s in ("steady", "herd") if any(s in r for r in report["results"].values())
-    ]
+    scenarios = [s for s in ("steady", "herd") if any(s in r for r in report["results"].values())]
     if not scenarios:
         return
     figure, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4), squeeze=False)
@@ -413,7 +416,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 fractions = [(i + 1) / len(values) for i in range(len(values))]
                 axis.plot(values, fractions, label=name)
         first = next(r[scenario] for r in report["results"].values() if scenario in r)
-        axis.set_title(f"{scenario}: {first['clients']} clients × {first['interval']} s")
+        axis.set_title(f"{scenario}: {first['clients']} clients x {first['interval']} s")
         axis.set_xlabel("lateness (ms)")
         axis.set_ylabel("fraction of ticks")
         axis.set_xscale("symlog", linthresh=1)

@@ -229,6 +229,8 @@ def process(doc: Path, root: Path, *, fix: bool) -> Report:
     if report.refreshed:
         output += lines[copied:]
         doc.write_text("\n".join(output), encoding="utf-8")
+        # What is left, with line numbers of the file as it is now.
+        report.problems = process(doc, root, fix=False).problems
     return report
 
 

@@ -1,6 +1,6 @@
 """The stack's floor: a bare ASGI app on Hypercorn's trio worker, no framework.
 
-    hypercorn bare_asgi:app --worker-class trio
+hypercorn bare_asgi:app --worker-class trio
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 ticking.cancel()
                 ticking = None
             if message.get("type") == "stop":
-                await send({"type": "websocket.send", "text": f'{{"type":"stopped","id":{last_id}}}'})
+                await send(
+                    {"type": "websocket.send", "text": f'{{"type":"stopped","id":{last_id}}}'}
+                )
                 continue
             last_id += 1
             interval = float(message["interval"])

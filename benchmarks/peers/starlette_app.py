@@ -1,6 +1,6 @@
 """Peer: Starlette on uvicorn (asyncio; uvloop when installed).
 
-    uvicorn starlette_app:app
+uvicorn starlette_app:app
 """
 
 from __future__ import annotations

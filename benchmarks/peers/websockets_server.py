@@ -1,6 +1,6 @@
 """Peer: the `websockets` library's asyncio server.
 
-    python websockets_server.py PORT
+python websockets_server.py PORT
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from .protocol import (
 )
 from .schedule import Schedule
 
-#: Sends one text frame to the client.
+#: Sends one text frame to the client. Frames must reach the client in the
+#: order ``send`` was called, also when two tasks' calls overlap (Hypercorn's
+#: per-connection write lock guarantees it), and whole.
 Send = Callable[[str], Awaitable[None]]
 #: Waits for the client's next frame: ``str`` (text), ``bytes`` (binary) or
 #: ``None`` (an empty binary frame). On disconnect the transport either cancels
@@ -65,12 +67,9 @@ class Session:
         limits: Limits,
         on_protocol_error: Callable[[ProtocolError], None] | None = None,
     ) -> None:
-        self._transport_send = send
+        self._send = send
         self._on_protocol_error = on_protocol_error
         self.protocol_errors = 0
-        # Receiver and sender both write; the lock keeps each frame whole and
-        # frames in the order they were produced, whatever the transport does.
-        self._send_lock = trio.StrictFIFOLock()
         self._limits = limits
         self._last_id = 0
         self._running: _Run | None = None
@@ -89,10 +88,6 @@ class Session:
             close = await self.receive_commands(receive, nursery)
             nursery.cancel_scope.cancel()  # the running sender, if any
         return close
-
-    async def _send(self, text: str) -> None:
-        async with self._send_lock:
-            await self._transport_send(text)
 
     async def receive_commands(self, receive: Receive, nursery: trio.Nursery) -> Close | None:
         """Answer frames until the client leaves (None) or must be closed (Close)."""

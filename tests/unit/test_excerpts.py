@@ -176,6 +176,19 @@ def test_fix_refreshes_every_block_and_reports_where_each_now_is(tmp_path: Path)
     assert run_tool(tmp_path, "doc.md").returncode == 0
 
 
+def test_fix_reports_what_it_cannot_repair_at_its_line_after_the_fix(tmp_path: Path) -> None:
+    grown = SOURCE.replace("    return message\n", "    print(message)\n    return message\n")
+    lost = '<!-- excerpt: greet.py start="def wave(" end="pass" -->\n```python\n```\n'
+    doc = write(tmp_path, source=grown, doc=DOC + "\n" + lost)
+    fixed = run_tool(tmp_path, "--fix", "doc.md")
+    assert fixed.returncode == 1
+    refreshed, problem = fixed.stdout.splitlines()
+    assert refreshed.startswith("doc.md:3: ")
+    assert problem.endswith("the start text is not in the file")
+    number = int(problem.split(":")[1])
+    assert doc.read_text(encoding="utf-8").split("\n")[number - 1] == lost.split("\n")[0]
+
+
 def test_fix_cannot_repair_a_missing_anchor_and_changes_nothing(tmp_path: Path) -> None:
     doc = write(tmp_path, source=SOURCE.replace("def greet(", "def welcome("))
     result = run_tool(tmp_path, "--fix", "doc.md")

@@ -59,12 +59,15 @@ async def open_session(
     to_server, from_client = trio.open_memory_channel[str | bytes | None](0)
     to_client, from_server = trio.open_memory_channel[tuple[float, Message]](math.inf)
 
+    write_lock = trio.StrictFIFOLock()  # like Hypercorn's: overlapping sends stay in order
+
     async def send(text: str) -> None:
         message = json.loads(text)
-        if send_delay is not None:
-            with trio.CancelScope(shield=shielded):
-                await trio.sleep(send_delay(message))
-        to_client.send_nowait((trio.current_time(), message))
+        async with write_lock:
+            if send_delay is not None:
+                with trio.CancelScope(shield=shielded):
+                    await trio.sleep(send_delay(message))
+            to_client.send_nowait((trio.current_time(), message))
 
     async def receive() -> str | bytes | None:
         try:
