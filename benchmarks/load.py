@@ -2,8 +2,8 @@
 
 Protocol with the parent: connect every client, print ``READY``, wait for a
 line on stdin, run the scenario, write the results as JSON to ``--result-file``.
-Lateness of tick ``seq`` = its arrival - (when ``start`` was sent + seq x interval),
-on this process's monotonic clock.
+Lateness of tick ``seq`` = its arrival - (t0 + seq x interval) on this process's
+monotonic clock, t0 fitted as the page and ``ticker watch`` do (see tick_client).
 """
 
 from __future__ import annotations
@@ -38,18 +38,22 @@ async def open_clients(url: str, count: int) -> list[ClientConnection]:
 
 
 async def tick_client(
-    ws: ClientConnection, interval: float, duration: float, lateness: list[float]
+    ws: ClientConnection,
+    interval: float,
+    duration: float,
+    lateness: list[float],
+    starts: list[float],
 ) -> int:
     """Start a schedule; record the lateness of slots 1..duration/interval; stop."""
     last_slot = max(1, math.floor(duration / interval + 1e-9))
-    # The client's view: asked at t0, tick n is due at t0 + n x interval. So the
-    # server's time to accept the start counts too, the same for every server.
-    t0 = time.monotonic()  # not loop.time(): uvloop's clock has only millisecond steps
+    asked = time.monotonic()  # not loop.time(): uvloop's clock has only millisecond steps
     await ws.send(json.dumps({"type": "start", "interval": interval}))
     started = json.loads(await ws.recv())
     assert started["type"] == "started", started
-    give_up = t0 + last_slot * interval + GRACE
-    received = 0
+    t_started = time.monotonic()
+    starts.append(t_started - asked)
+    give_up = t_started + last_slot * interval + GRACE
+    arrivals: list[tuple[float, int]] = []
     while (left := give_up - time.monotonic()) > 0:
         try:
             raw = await asyncio.wait_for(ws.recv(), left)
@@ -62,23 +66,33 @@ async def tick_client(
         seq = message["seq"]
         if seq > last_slot:
             break
-        received += 1
-        lateness.append(now - (t0 + seq * interval))
+        arrivals.append((now, seq))
         if seq == last_slot:
             break
     await ws.send('{"type":"stop"}')
-    return received
+    # The schedule's t0 is the server's, not on our clock: `started` arriving
+    # bounds it from above, any tick arriving "early" proves an earlier one
+    # (as the page and `ticker watch` do). How long `started` took is reported
+    # on its own ("start delay").
+    t0 = min([t_started] + [at - seq * interval for at, seq in arrivals])
+    lateness.extend(at - (t0 + seq * interval) for at, seq in arrivals)
+    return len(arrivals)
 
 
 async def steady(args: argparse.Namespace) -> dict[str, Any]:
     clients = await open_clients(args.url, args.clients)
     await handshake_with_parent()
     lateness: list[float] = []
+    starts: list[float] = []
     received = await asyncio.gather(
-        *(tick_client(ws, args.interval, args.duration, lateness) for ws in clients)
+        *(tick_client(ws, args.interval, args.duration, lateness, starts) for ws in clients)
     )
     await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
-    return {"received": sum(received), "lateness": [round(x, 6) for x in lateness]}
+    return {
+        "received": sum(received),
+        "lateness": [round(x, 6) for x in lateness],
+        "start_delays": [round(x, 6) for x in starts],
+    }
 
 
 async def idle(args: argparse.Namespace) -> dict[str, Any]:

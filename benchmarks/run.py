@@ -200,6 +200,7 @@ def ticking(
         server, "steady", clients, processes, interval=interval, duration=args.duration
     )
     lateness = [x for r in results for x in r["lateness"]]
+    start_delays = [x for r in results for x in r["start_delays"]]
     received = sum(r["received"] for r in results)
     expected = clients * max(1, math.floor(args.duration / interval + 1e-9))
     return {
@@ -213,6 +214,7 @@ def ticking(
         "p50_ms": 1e3 * percentile(lateness, 50),
         "p99_ms": 1e3 * percentile(lateness, 99),
         "max_ms": 1e3 * max(lateness, default=math.nan),
+        "start_delay_p99_ms": 1e3 * percentile(start_delays, 99),
         "peak_rss_mib": usage["peak_rss_kib"] / 1024,
         "lateness_sample": lateness[:: max(1, len(lateness) // 5000)],
     }
@@ -344,13 +346,14 @@ def render(report: dict[str, Any]) -> str:
             f"### {scenario}: {first['clients']} clients x {first['interval']} s",
             "",
             "| server | CPU µs/tick | p50 ms | p99 ms | max ms | received/expected | "
-            "peak RSS MiB | server CPU | load CPU |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "start delay p99 ms | peak RSS MiB | server CPU | load CPU |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in rows.items():
             lines.append(
                 f"| {name} | {r['cpu_us_per_tick']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                f"| {r['max_ms']:.2f} | {r['received']}/{r['expected']} | {r['peak_rss_mib']:.1f} "
+                f"| {r['max_ms']:.2f} | {r['received']}/{r['expected']} "
+                f"| {r['start_delay_p99_ms']:.1f} | {r['peak_rss_mib']:.1f} "
                 f"| {r['server_cpu_share']:.0%} | {r['load_cpu_share']:.0%} |"
             )
     idle_rows = {name: r["idle"] for name, r in results.items() if "idle" in r}

@@ -19,8 +19,9 @@ let limits = { min_interval: 0.01, max_interval: 86400, max_count: 1000000 };
 // `wanted`: the schedule the user asked for and has not stopped; it is resumed
 // after a reconnect. `passed`: how many of its slots are behind us.
 let wanted = null; // {interval, count, passed}
-// `pending`: a start sent and not yet answered by `started` or `error`.
-let pending = null; // {interval, count, passed, resumed}
+// Starts sent and not yet answered by `started` or `error`, oldest first: the
+// server answers frames in order, and this page's stops are never refused.
+let pendingStarts = []; // [{interval, count, passed, resumed}]
 // `current`: the server's schedule whose ticks we are showing.
 let current = null; // {id, interval, t0, offset, lastSeq, lastArrival, skippedHere}
 let stats = new ScheduleStats();
@@ -66,10 +67,11 @@ function handleMessage(message) {
         current = null;
         setScheduleState("stopped");
       }
+      if (pendingStarts.length === 0) wanted = null; // a start answered after Stop was pressed
       break;
     case "error":
       showAlert(message.message);
-      if (pending !== null) pending = null; // that start was refused; nothing changed
+      pendingStarts.shift(); // that start was refused; nothing else changed
       break;
     default:
       break; // a newer server may send types we do not know
@@ -77,19 +79,20 @@ function handleMessage(message) {
 }
 
 function start(schedule) {
-  pending = schedule;
   const remaining = schedule.count === null ? null : schedule.count - schedule.passed;
   const message = { type: "start", interval: schedule.interval };
   if (remaining !== null) message.count = remaining;
-  if (!connection.send(message)) {
+  if (connection.send(message)) {
+    pendingStarts.push(schedule);
+  } else {
     // Not connected: it goes out as soon as the server says hello.
     wanted = { interval: schedule.interval, count: schedule.count, passed: schedule.passed };
-    pending = null;
     setScheduleState("waiting for the connection");
   }
 }
 
 function resume() {
+  pendingStarts = []; // sent on the old connection: never to be answered
   if (wanted === null) return;
   if (wanted.count !== null && wanted.passed >= wanted.count) {
     wanted = null;
@@ -99,8 +102,11 @@ function resume() {
 }
 
 function onStarted(message) {
-  const schedule = pending ?? { interval: message.interval, count: message.count, passed: 0 };
-  pending = null;
+  const schedule = pendingStarts.shift() ?? {
+    interval: message.interval,
+    count: message.count,
+    passed: 0,
+  };
   if (!schedule.resumed) {
     stats = new ScheduleStats();
     queued = [];
@@ -242,7 +248,6 @@ form.addEventListener("submit", (event) => {
 $("stop").addEventListener("click", () => {
   showAlert("");
   wanted = null;
-  pending = null;
   if (!connection.send({ type: "stop" })) {
     current = null;
     setScheduleState("stopped");
