@@ -45,6 +45,12 @@ class Connections:
     closing: bool = False
     scopes: set[trio.CancelScope] = field(default_factory=set)
 
+    def register(self, scope: trio.CancelScope) -> None:
+        """Track an open websocket's scope; cancel it at once if shutdown has begun."""
+        self.scopes.add(scope)
+        if self.closing:  # shutdown began while this one was being accepted
+            scope.cancel()
+
     def close_all(self) -> None:
         """Refuse new websockets and end every open one (they close with 1001)."""
         self.closing = True
@@ -106,7 +112,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
             await websocket.accept()
             log.info("%s connected (%d open)", peer, connections.open)
             with trio.CancelScope() as scope:
-                connections.scopes.add(scope)
+                connections.register(scope)
                 try:
                     close = await session.run(websocket.receive)
                 except Exception:
@@ -115,7 +121,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
                     close = Close(CLOSE_INTERNAL_ERROR, "internal error")
                 finally:
                     connections.scopes.discard(scope)
-            if scope.cancelled_caught:  # only Connections.close_all cancels it
+            if scope.cancelled_caught:  # only shutdown cancels it (see Connections)
                 close = Close(CLOSE_GOING_AWAY, "server shutting down")
             if close is not None:
                 if close.code == CLOSE_MESSAGE_TOO_BIG:
