@@ -69,6 +69,8 @@ def test_enter_starts_an_unbounded_schedule_and_stop_ends_it(
     expect(ticks(page).nth(14)).to_be_attached()  # at least 15, and growing
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_text("(stopped)")).to_be_visible()
+    # Ticks that arrived before `stopped` are drawn on the next animation frame.
+    page.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
     shown = ticks(page).count()
     page.wait_for_timeout(500)
     assert ticks(page).count() == shown
