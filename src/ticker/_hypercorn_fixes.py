@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import hypercorn.trio
 import hypercorn.trio.run
@@ -22,7 +22,7 @@ import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Request, StreamClosed
-from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
@@ -38,12 +38,6 @@ log = logging.getLogger("ticker")
 
 _applied = False
 _send_timeout = 5.0  # seconds; set by apply()
-
-
-class SupportsGracefulShutdown(Protocol):
-    """An app that can close its websockets itself when the server begins to stop."""
-
-    def begin_shutdown(self) -> None: ...
 
 
 def apply(send_timeout: float) -> None:
@@ -278,7 +272,11 @@ def _bound_writes_and_protect_connection_bookkeeping() -> None:
 #
 # Fix: wrap ``worker_serve`` so that, when its shutdown trigger fires, an app
 # with ``begin_shutdown()`` is called first; it closes its websockets with
-# 1001, the connections end, and Hypercorn's wait ends early.
+# 1001, the connections end, and Hypercorn's wait ends early. The same wrapper
+# hands an app's ``max_message_size`` to Hypercorn (whose own limit comes from
+# its command line, default 16 MiB).
+# Test: tests/integration/test_reliability.py::
+#     test_an_oversized_message_is_refused_before_it_has_all_arrived
 
 
 def _tell_the_app_when_shutdown_begins() -> None:
@@ -293,6 +291,13 @@ def _tell_the_app_when_shutdown_begins() -> None:
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         framework = getattr(app, "app", app)  # Hypercorn's ASGIWrapper keeps it here
+        # Also: let Hypercorn's reader enforce the app's message limit, so an
+        # oversized message is refused (1009) as it arrives instead of being
+        # buffered up to Hypercorn's own 16 MiB default first.
+        limit = getattr(framework, "max_message_size", None)
+        if isinstance(limit, int):
+            config.websocket_max_message_size = min(config.websocket_max_message_size, limit)
+            _warn_when_a_message_is_too_big()
         begin_shutdown = getattr(framework, "begin_shutdown", None)
         if shutdown_trigger is not None and callable(begin_shutdown):
             trigger = shutdown_trigger
@@ -333,3 +338,22 @@ def _close_connections_after_a_refused_handshake() -> None:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     WSStream.handle = patched_handle  # type: ignore[method-assign]
+
+
+def _warn_when_a_message_is_too_big() -> None:
+    """Hypercorn closes with 1009 silently; the operator should hear about it."""
+    extend = WebsocketBuffer.extend
+    if getattr(extend, "_ticker_warns", False):
+        return
+
+    def warning_extend(self: WebsocketBuffer, event: Any) -> None:
+        try:
+            extend(self, event)
+        except FrameTooLargeError:
+            log.warning(
+                "a client sent a message over %d characters: closed with 1009", self.max_length
+            )
+            raise
+
+    warning_extend._ticker_warns = True  # type: ignore[attr-defined]
+    WebsocketBuffer.extend = warning_extend  # type: ignore[method-assign]

@@ -66,6 +66,11 @@ class TickerApp(QuartTrio):
         self.settings = settings
         self.connections = Connections()
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest client message, in bytes; Hypercorn is told too (_hypercorn_fixes)."""
+        return self.settings.limits.max_message_size
+
     def begin_shutdown(self) -> None:
         """Called by the server when graceful shutdown begins (see ``_hypercorn_fixes``)."""
         if not self.connections.closing:

@@ -85,11 +85,11 @@ class Session:
         went away. Client disconnects arrive as cancellation, which propagates.
         """
         async with trio.open_nursery() as nursery:
-            close = await self.receive_commands(receive, nursery)
+            close = await self._receive_commands(receive, nursery)
             nursery.cancel_scope.cancel()  # the running sender, if any
         return close
 
-    async def receive_commands(self, receive: Receive, nursery: trio.Nursery) -> Close | None:
+    async def _receive_commands(self, receive: Receive, nursery: trio.Nursery) -> Close | None:
         """Answer frames until the client leaves (None) or must be closed (Close)."""
         await self._send(encode_hello(__version__, self._limits))
         while True:

@@ -385,6 +385,18 @@ async def test_huge_frame_closes_with_1009_and_the_server_stays_healthy(tmp_path
     assert "closed with 1009" in running.text
 
 
+async def test_an_oversized_message_is_refused_before_it_has_all_arrived(
+    tmp_path: Path,
+) -> None:
+    async with run_server_command(tmp_path) as running:
+        client = await RawWebsocket.connect(running.server)
+        await client.receive_json()
+        frame = raw_frame(Opcode.TEXT, b"1" * 2**20)
+        await client.stream.send_all(frame[: 16 * 1024])  # the rest never comes
+        assert await client.close_code() == 1009
+        await client.stream.aclose()
+
+
 async def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     async with run_server_command(tmp_path) as running:
         client = await ticking_client(running.server, "0.05")
