@@ -1,4 +1,4 @@
-"""The Quart-Trio wiring: ``/`` and static files, ``/healthz``, and the ``/ws`` websocket.
+"""The Quart-Trio wiring: the page, ``/healthz``, ``/metrics`` and the ``/ws`` websocket.
 
 Run it with ``hypercorn ticker.app:app --worker-class trio``.
 """
@@ -13,18 +13,23 @@ from pathlib import Path
 from typing import Final
 
 import trio
-from quart import Response, websocket
+from hypercorn.middleware import ProxyFixMiddleware
+from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from . import __version__, _hypercorn_fixes
 from .config import ConfigError, Settings
+from .metrics import Metrics, open_metrics
 from .protocol import CLOSE_MESSAGE_TOO_BIG, ProtocolError
 from .session import Close, Session
+from .tally import Tally
 
 #: RFC 6455 "going away": the server is shutting down.
 CLOSE_GOING_AWAY: Final = 1001
 #: RFC 6455 "internal error": a bug in the server, not in the client.
 CLOSE_INTERNAL_ERROR: Final = 1011
+#: How often a worker adds its tally to the metrics other workers can read (seconds).
+PUBLISH_PERIOD: Final = 1.0
 
 log = logging.getLogger("ticker")
 
@@ -65,6 +70,17 @@ class TickerApp(QuartTrio):
         super().__init__(__name__, static_folder=str(static_dir()), static_url_path="/static")
         self.settings = settings
         self.connections = Connections()
+        #: This worker's counts, published to ``metrics``; both None when metrics are off.
+        self.tally: Tally | None = None
+        self.metrics: Metrics | None = None
+        if settings.metrics:
+            self.tally = Tally()
+            self.metrics = open_metrics(settings.metrics_dir)
+
+    def publish_metrics(self) -> None:
+        """Make this worker's counts so far visible to every worker's ``/metrics``."""
+        if self.metrics is not None and self.tally is not None:
+            self.metrics.publish(self.tally)
 
     @property
     def max_message_size(self) -> int:
@@ -90,7 +106,26 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     app = TickerApp(settings)
     # Browsers revalidate the page's files (cheap 304s), so an upgrade shows at once.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
+    if settings.proxy_hops:
+        # The client's address (logs) and scheme from the proxies' X-Forwarded-*
+        # headers, trusting only the last ``proxy_hops`` entries, which our own
+        # proxies wrote; what a client put before them is ignored.
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=settings.proxy_hops
+        )
     connections = app.connections
+    metrics, tally = app.metrics, app.tally
+
+    @app.before_serving
+    async def start_publishing() -> None:
+        if metrics is not None:
+            app.nursery.start_soon(_publish_periodically, app)
+
+    @app.after_serving
+    async def stop_publishing() -> None:
+        if metrics is not None:
+            app.publish_metrics()  # every websocket has ended by now
+            metrics.process_ended()
 
     @app.get("/")
     async def index() -> Response:
@@ -101,6 +136,20 @@ def create_app(settings: Settings | None = None) -> TickerApp:
         body = {"status": "ok", "version": __version__, "connections": connections.open}
         return body, {"Cache-Control": "no-store"}
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        if metrics is None:
+            return Response(
+                "metrics are off (TICKER_METRICS=off)\n",
+                status=404,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+        app.publish_metrics()
+        body, content_type = await trio.to_thread.run_sync(
+            metrics.render, request.headers.get("Accept")
+        )
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
     @app.websocket("/ws")
     async def ws() -> Response | None:
         peer = _peer()
@@ -110,8 +159,10 @@ def create_app(settings: Settings | None = None) -> TickerApp:
             log.warning("%s refused: %s (%d open)", peer, why, connections.open)
             return _refusal(why, settings.max_connections)
         connections.open += 1  # no await since the check: the limit is exact
+        if metrics is not None:
+            metrics.connections.inc()
         opened = trio.current_time()
-        session = Session(websocket.send, settings.limits, _first_error_logger(peer))
+        session = Session(websocket.send, settings.limits, _first_error_logger(peer), tally)
         outcome = "client left"
         try:
             await websocket.accept()
@@ -135,6 +186,8 @@ def create_app(settings: Settings | None = None) -> TickerApp:
                 await websocket.close(close.code, close.reason)
         finally:
             connections.open -= 1
+            if metrics is not None:
+                metrics.connections.dec()
             log.info(
                 "%s disconnected after %.1f s: %s; %d schedules, %d protocol errors",
                 peer,
@@ -148,9 +201,21 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     return app
 
 
+async def _publish_periodically(app: TickerApp) -> None:
+    while True:
+        await trio.sleep(PUBLISH_PERIOD)
+        app.publish_metrics()
+
+
 def _peer() -> str:
+    """``host:port`` (``[v6]:port``); only the host when a proxy told us the address."""
     client = websocket.scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "unknown peer"
+    if not client:
+        return "unknown peer"
+    host, port = client[0], client[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host
 
 
 def _refusal(why: str, limit: int) -> Response:

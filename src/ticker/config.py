@@ -31,6 +31,14 @@ class Settings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     send_timeout: float = DEFAULT_SEND_TIMEOUT
     log_level: str = "INFO"
+    #: Serve ``/metrics`` and count for it (``TICKER_METRICS``).
+    metrics: bool = True
+    #: Where workers keep their metric files (``TICKER_METRICS_DIR``); None
+    #: means a per-user folder in the temporary directory (see ``metrics.py``).
+    metrics_dir: str | None = None
+    #: How many reverse proxies in front append to ``X-Forwarded-For``
+    #: (``TICKER_PROXY_HOPS``). 0 ignores the header: nobody can spoof an address.
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +75,9 @@ class Settings:
             ),
             send_timeout=_seconds(env, "TICKER_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT),
             log_level=_choice(env, "TICKER_LOG_LEVEL", "INFO", LOG_LEVELS),
+            metrics=_switch(env, "TICKER_METRICS", default=True),
+            metrics_dir=_raw(env, "TICKER_METRICS_DIR"),
+            proxy_hops=_integer(env, "TICKER_PROXY_HOPS", 0, minimum=0),
         )
 
 
@@ -99,6 +110,28 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw.upper() not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw.upper()
+
+
+_SWITCH_VALUES: Final = {
+    "on": True,
+    "off": False,
+    "true": True,
+    "false": False,
+    "yes": True,
+    "no": False,
+    "1": True,
+    "0": False,
+}
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        return _SWITCH_VALUES[raw.lower()]
+    except KeyError:
+        raise ConfigError(f"{name} must be on or off, got {raw!r}") from None
 
 
 def _integer(

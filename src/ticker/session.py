@@ -6,6 +6,7 @@ runs under Quart-Trio in production and over memory channels in the tests.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .protocol import (
     parse,
 )
 from .schedule import Schedule
+from .tally import Tally
 
 #: Sends one text frame to the client. Frames must reach the client in the
 #: order ``send`` was called, also when two tasks' calls overlap (Hypercorn's
@@ -66,9 +68,11 @@ class Session:
         send: Send,
         limits: Limits,
         on_protocol_error: Callable[[ProtocolError], None] | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self._send = send
         self._on_protocol_error = on_protocol_error
+        self._tally = tally  # the worker's counts, for metrics; None when they are off
         self.protocol_errors = 0
         self._limits = limits
         self._last_id = 0
@@ -103,6 +107,8 @@ class Session:
                 return Close(CLOSE_MESSAGE_TOO_BIG, f"message too big: {error}")
             except ProtocolError as error:
                 self.protocol_errors += 1
+                if self._tally is not None:
+                    self._tally.protocol_errors[error.code] += 1
                 if self._on_protocol_error is not None:
                     self._on_protocol_error(error)
                 await self._send(encode_error(error))
@@ -115,6 +121,8 @@ class Session:
     async def _start(self, command: Start, nursery: trio.Nursery) -> None:
         await self._cancel_running()
         self._last_id += 1
+        if self._tally is not None:
+            self._tally.schedules_started += 1
         run = _Run(self._last_id, Schedule(trio.current_time(), command.interval, command.count))
         # ``started`` goes out before the sender exists, and the previous
         # sender has exited: nothing of an older id can follow it.
@@ -136,15 +144,24 @@ class Session:
 
     async def _tick(self, run: _Run) -> None:
         schedule = run.schedule
+        tally = self._tally
+        end = sys.maxsize if schedule.count is None else schedule.count + 1  # first non-slot
         seq = 1
         sent = 0
         try:
             with run.cancel_scope:
                 while schedule.has_slot(seq):
-                    await trio.sleep_until(schedule.due(seq))
+                    due = schedule.due(seq)
+                    await trio.sleep_until(due)
                     await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
                     sent += 1
-                    seq = schedule.next_seq(seq, trio.current_time())
+                    now = trio.current_time()
+                    next_seq = schedule.next_seq(seq, now)
+                    if tally is not None:
+                        # Lateness is measured when the tick has been handed to
+                        # the transport; skipped slots are those jumped over.
+                        tally.tick_sent(now - due, min(next_seq, end) - seq - 1)
+                    seq = next_seq
                 if schedule.count is not None:
                     await self._send(encode_done(run.id, sent, schedule.count - sent))
                     run.completed = True
@@ -154,6 +171,8 @@ class Session:
             run.finished.set()
 
 
-async def run_session(send: Send, receive: Receive, limits: Limits) -> Close | None:
+async def run_session(
+    send: Send, receive: Receive, limits: Limits, tally: Tally | None = None
+) -> Close | None:
     """Serve one connection with a fresh ``Session``; see ``Session.run``."""
-    return await Session(send, limits).run(receive)
+    return await Session(send, limits, tally=tally).run(receive)

@@ -114,3 +114,75 @@ async def test_a_bug_in_the_session_closes_with_1011_and_is_logged(
         assert info.value.args[0] == 1011
     assert "session failed" in caplog.text
     assert "RuntimeError: boom" in caplog.text
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for the ticker_ samples of a scrape."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("ticker_"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def test_metrics_count_what_a_connection_did() -> None:
+    # Metrics are per process, shared by every app a test process makes: compare deltas.
+    app = create_app(Settings())
+    client = app.test_client()
+
+    async def scrape() -> dict[str, float]:
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        assert response.content_type.startswith("text/plain; version=0.0.4")
+        return metric_values(await response.get_data(as_text=True))
+
+    before = await scrape()
+    async with client.websocket("/ws") as ws:
+        await ws.receive()  # hello
+        during = await scrape()
+        await ws.send(json.dumps({"type": "start", "interval": 0.01, "count": 3}))
+        await ws.send("{")
+        while json.loads(await ws.receive())["type"] != "done":
+            pass
+        after = await scrape()
+
+    def delta(name: str) -> float:
+        return after[name] - before[name]
+
+    assert during["ticker_connections"] - before["ticker_connections"] == 1
+    assert delta("ticker_schedules_started_total") == 1
+    assert delta("ticker_ticks_sent_total") == 3
+    assert delta("ticker_tick_lateness_seconds_count") == 3
+    assert delta('ticker_tick_lateness_seconds_bucket{le="+Inf"}') == 3
+    assert delta('ticker_protocol_errors_total{code="invalid_json"}') == 1
+    assert delta('ticker_protocol_errors_total{code="invalid_count"}') == 0
+    assert (await scrape())["ticker_connections"] == before["ticker_connections"]
+
+
+async def test_metrics_can_be_turned_off() -> None:
+    app = create_app(Settings(metrics=False))
+    response = await app.test_client().get("/metrics")
+    assert response.status_code == 404
+    assert await response.get_data(as_text=True) == "metrics are off (TICKER_METRICS=off)\n"
+    assert app.tally is None
+
+
+@pytest.mark.parametrize(
+    ("hops", "logged"),
+    [
+        (0, "unknown peer connected"),  # header ignored (the test client has no address)
+        (1, "203.0.113.9 connected"),  # the last entry, the one our proxy wrote
+        (2, "198.51.100.7 connected"),
+    ],
+)
+async def test_proxy_hops_take_the_client_address_from_x_forwarded_for(
+    hops: int, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="ticker")
+    client = create_app(Settings(proxy_hops=hops)).test_client()
+    headers = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    async with client.websocket("/ws", headers=headers) as ws:
+        await ws.receive()
+    assert logged in caplog.text
+    assert "connected" in caplog.text

@@ -18,6 +18,7 @@ import trio.testing
 
 from ticker.protocol import Limits
 from ticker.session import Close, run_session
+from ticker.tally import Tally
 
 Message = dict[str, object]
 DEFAULT_LIMITS = Limits()
@@ -53,7 +54,11 @@ SendDelay = Callable[[Message], float]
 
 @asynccontextmanager
 async def open_session(
-    limits: Limits = DEFAULT_LIMITS, send_delay: SendDelay | None = None, *, shielded: bool = False
+    limits: Limits = DEFAULT_LIMITS,
+    send_delay: SendDelay | None = None,
+    *,
+    shielded: bool = False,
+    tally: Tally | None = None,
 ) -> AsyncIterator[Client]:
     """Run a session in a nursery; closing the client's channel ends it."""
     to_server, from_client = trio.open_memory_channel[str | bytes | None](0)
@@ -80,7 +85,7 @@ async def open_session(
     client = Client(to_server, from_server)
 
     async def serve() -> None:
-        client.result.append(await run_session(send, receive, limits))
+        client.result.append(await run_session(send, receive, limits, tally))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
@@ -330,3 +335,52 @@ async def test_cancellation_from_the_transport_propagates_cleanly(
         await run_session(send, from_client.receive, Limits())
     assert scope.cancelled_caught
     assert len(sent) == 2 + 20  # hello, started, 20 ticks
+
+
+async def test_tally_counts_sent_and_skipped_ticks_and_their_lateness(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The slow-send case above: tick 2 leaves 2.5 s late, slots 3 and 4 are skipped.
+    def slow_second_tick(message: Message) -> float:
+        return 2.5 if message.get("seq") == 2 else 0.0
+
+    tally = Tally()
+    async with open_session(send_delay=slow_second_tick, tally=tally) as client:
+        await client.send({"interval": 1, "count": 6})
+        for _ in range(6):  # started, 4 ticks, done
+            await client.receive()
+    assert (tally.schedules_started, tally.ticks_sent, tally.ticks_skipped) == (1, 4, 2)
+    assert tally.lateness_sum == 2.5
+    assert tally.lateness_counts[0] == 3  # on time (virtual clock: exactly 0)
+    assert tally.lateness_counts[-1] == 1  # 2.5 s: above the last bound
+
+
+async def test_tally_skips_stop_at_the_last_slot_like_done(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def slow(message: Message) -> float:
+        return 10.0 if message["type"] == "tick" else 0.0
+
+    tally = Tally()
+    async with open_session(send_delay=slow, tally=tally) as client:
+        await client.send({"interval": 1, "count": 5})
+        await client.receive()  # started
+        await client.receive()  # tick 1, sent 10 s late: the next slot would be 11
+        assert await client.receive() == {"type": "done", "id": 1, "sent": 1, "skipped": 4}
+    assert (tally.ticks_sent, tally.ticks_skipped) == (1, 4)
+
+
+async def test_tally_counts_starts_and_protocol_errors_by_code(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tally = Tally()
+    async with open_session(tally=tally) as client:
+        for frame in ('{"interval": 1}', '{"interval": 2}', "nope", '{"interval": -1}', b"x"):
+            await client.send(frame)
+            await client.receive()
+    assert tally.schedules_started == 2
+    assert {code: n for code, n in tally.protocol_errors.items() if n} == {
+        "invalid_json": 1,
+        "invalid_interval": 1,
+        "binary_not_supported": 1,
+    }
