@@ -1,4 +1,4 @@
-"""Development tasks: ``nox`` runs tests, browser, lint, typecheck and docs; ``nox -s NAME`` one."""
+"""Development tasks: ``nox`` runs tests, browser, deploy, lint, typecheck, docs; ``nox -s NAME`` one."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite against the package installed as a user gets it (not editable)."""
     session.install(".", *group("test"))
-    session.run("pytest", "--ignore=tests/browser", *session.posargs)
+    session.run("pytest", "--ignore=tests/browser", "--ignore=tests/deploy", *session.posargs)
 
 
 NO_CHROMIUM = (
@@ -57,6 +57,23 @@ def browser(session: nox.Session) -> None:
     chromium = find_chromium(session)
     env = {} if chromium is None else {"TICKER_CHROMIUM": chromium}
     session.run("pytest", "tests/browser", *session.posargs, env=env)
+
+
+NO_NGINX = (
+    "No nginx for the deployment tests. Install Debian's package "
+    "(`apt-get install nginx`), or set TICKER_NGINX to an nginx executable."
+)
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Run deploy/nginx.conf with Debian's nginx (TLS) in front of a two-worker hypercorn."""
+    configured = os.environ.get("TICKER_NGINX")
+    nginx = configured or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if not nginx or not shutil.which(nginx):
+        session.error(NO_NGINX)
+    session.install(".", *group("deploy"))
+    session.run("pytest", "tests/deploy", *session.posargs, env={"TICKER_NGINX": nginx})
 
 
 @nox.session(default=False)

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -170,7 +171,7 @@ async def http_get(
             return await read_response(stream)
 
 
-async def read_response(stream: trio.SocketStream) -> HTTPResponse:
+async def read_response(stream: trio.abc.ReceiveStream) -> HTTPResponse:
     """One HTTP/1.1 response: its head, then exactly Content-Length bytes of body."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -216,8 +217,9 @@ class RawWebsocket:
     #: Every client made by a test, so the test's teardown can close what it left open.
     made: ClassVar[list[RawWebsocket]] = []
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+        self.stream = stream  # the socket's stream, or TLS over it
+        self.sock = sock
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         RawWebsocket.made.append(self)
 
@@ -226,31 +228,49 @@ class RawWebsocket:
         for client in cls.made:
             # Synchronous teardown: detach from trio (whose close needs a running
             # loop), then close the descriptor if it was still open.
-            descriptor = client.stream.socket.detach()
+            descriptor = client.sock.detach()
             if descriptor >= 0:
                 os.close(descriptor)
         cls.made.clear()
 
     @classmethod
-    async def connect(cls, server: Server, receive_buffer: int | None = None) -> RawWebsocket:
-        client, event = await cls.handshake(server, receive_buffer)
+    async def connect(
+        cls,
+        server: Server,
+        receive_buffer: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        source: str | None = None,
+    ) -> RawWebsocket:
+        client, event = await cls.handshake(server, receive_buffer, tls=tls, source=source)
         assert isinstance(event, wsproto.events.AcceptConnection), event
         return client
 
     @classmethod
     async def handshake(
-        cls, server: Server, receive_buffer: int | None = None
+        cls,
+        server: Server,
+        receive_buffer: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        source: str | None = None,
     ) -> tuple[RawWebsocket, wsproto.events.Event]:
         """Open the websocket; the event says whether it was accepted or rejected.
 
         A small ``receive_buffer`` (bytes) makes a client that stops reading
-        fill its TCP window quickly.
+        fill its TCP window quickly. ``tls`` speaks wss://; ``source`` is the
+        local address to connect from (any of 127.0.0.0/8 works on loopback).
         """
         sock = trio.socket.socket()
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if source is not None:
+            await sock.bind((source, 0))
         await sock.connect((server.host, server.port))
-        client = cls(trio.SocketStream(sock))
+        stream: trio.abc.Stream = trio.SocketStream(sock)
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_hostname=server.host)
+        client = cls(stream, sock)
         await client._send(wsproto.events.Request(host=server.host, target="/ws"))
         return client, await client.next_event()
 
@@ -271,7 +291,7 @@ class RawWebsocket:
                 for event in self.ws.events():
                     return event
                 data = await self.stream.receive_some()
-                self.ws.receive_data(data or None)
+                self.ws.receive_data(bytes(data) or None)
 
     async def send_bytes(self, data: bytes) -> None:
         await self._send(wsproto.events.BytesMessage(data=data))
@@ -292,5 +312,5 @@ class RawWebsocket:
 
     async def abort(self) -> None:
         """Reset the TCP connection: no close frame, no FIN."""
-        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.stream.aclose()

@@ -21,12 +21,13 @@ import hypercorn.trio.run
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
-from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
+from hypercorn.typing import AppWrapper, ASGIFramework, ASGIReceiveEvent, ASGISendEvent, Scope
 
 _DISCONNECTS: Final = frozenset({"websocket.disconnect", "http.disconnect"})
 
@@ -357,3 +358,31 @@ def _warn_when_a_message_is_too_big() -> None:
 
     warning_extend._ticker_warns = True  # type: ignore[attr-defined]
     WebsocketBuffer.extend = warning_extend  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------
+# Fix 5: behind a TLS proxy, websockets must still be websockets.
+#
+# Upstream problem (pgjones/hypercorn#198, open): ``ProxyFixMiddleware`` copies
+# X-Forwarded-Proto into ``scope["scheme"]`` for websocket scopes too, so a
+# websocket behind nginx gets scheme "https" where ASGI says "wss". Werkzeug's
+# router, which Quart uses, takes "https" for plain HTTP and answers the
+# handshake with 400 (``WebsocketMismatch``).
+# Test: tests/app/test_app.py::test_proxy_hops_take_the_client_address_from_x_forwarded_for
+#
+# Fix: not a patch but a wrapper: after ProxyFixMiddleware, map a websocket's
+# http/https back to ws/wss.
+
+_WEBSOCKET_SCHEMES: Final = {"http": "ws", "https": "wss"}
+
+
+def trust_proxies(app: ASGIFramework, hops: int) -> ASGIFramework:
+    """``app`` behind Hypercorn's ProxyFixMiddleware (X-Forwarded-*, last ``hops`` entries)."""
+
+    async def keep_websocket_schemes(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope["scheme"] in _WEBSOCKET_SCHEMES:
+            # ProxyFixMiddleware made this scope a copy of its own: safe to change.
+            scope["scheme"] = _WEBSOCKET_SCHEMES[scope["scheme"]]
+        await app(scope, receive, send)
+
+    return ProxyFixMiddleware(keep_websocket_schemes, mode="legacy", trusted_hops=hops)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Final
 
 import trio
-from hypercorn.middleware import ProxyFixMiddleware
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
@@ -110,8 +109,8 @@ def create_app(settings: Settings | None = None) -> TickerApp:
         # The client's address (logs) and scheme from the proxies' X-Forwarded-*
         # headers, trusting only the last ``proxy_hops`` entries, which our own
         # proxies wrote; what a client put before them is ignored.
-        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
-            app.asgi_app, mode="legacy", trusted_hops=settings.proxy_hops
+        app.asgi_app = _hypercorn_fixes.trust_proxies(  # type: ignore[method-assign,assignment]
+            app.asgi_app, settings.proxy_hops
         )
     connections = app.connections
     metrics, tally = app.metrics, app.tally

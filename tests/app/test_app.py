@@ -181,7 +181,8 @@ async def test_proxy_hops_take_the_client_address_from_x_forwarded_for(
 ) -> None:
     caplog.set_level("INFO", logger="ticker")
     client = create_app(Settings(proxy_hops=hops)).test_client()
-    headers = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    # nginx sends X-Forwarded-Proto: https also for websockets (a Hypercorn fix keeps wss).
+    headers = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9", "X-Forwarded-Proto": "https"}
     async with client.websocket("/ws", headers=headers) as ws:
         await ws.receive()
     assert logged in caplog.text

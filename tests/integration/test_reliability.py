@@ -181,7 +181,7 @@ async def test_stalled_readers_do_not_block_shutdown(tmp_path: Path) -> None:
 # --- 3. HTTP connection reuse ------------------------------------------------------
 
 
-async def read_until_closed(stream: trio.SocketStream) -> bytes:
+async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
     data = b""
     with trio.fail_after(STEP_TIMEOUT):
         while chunk := await stream.receive_some():

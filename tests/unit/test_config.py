@@ -10,7 +10,13 @@ from ticker.protocol import Limits
 
 def test_defaults() -> None:
     assert Settings.from_env({}) == Settings(
-        limits=Limits(), max_connections=10_000, send_timeout=5.0, log_level="INFO"
+        limits=Limits(),
+        max_connections=10_000,
+        send_timeout=5.0,
+        log_level="INFO",
+        metrics=True,
+        metrics_dir=None,
+        proxy_hops=0,
     )
     assert Limits() == Limits(0.01, 86400.0, 1_000_000, 4096)
 
@@ -25,12 +31,29 @@ def test_every_variable_overrides_its_setting() -> None:
             "TICKER_MAX_CONNECTIONS": "3",
             "TICKER_SEND_TIMEOUT": "2.5",
             "TICKER_LOG_LEVEL": "warning",
+            "TICKER_METRICS": "Off",
+            "TICKER_METRICS_DIR": "/var/lib/ticker",
+            "TICKER_PROXY_HOPS": "1",
             "UNRELATED": "x",
         }
     )
     assert settings == Settings(
-        limits=Limits(0.5, 60.0, 7, 1024), max_connections=3, send_timeout=2.5, log_level="WARNING"
+        limits=Limits(0.5, 60.0, 7, 1024),
+        max_connections=3,
+        send_timeout=2.5,
+        log_level="WARNING",
+        metrics=False,
+        metrics_dir="/var/lib/ticker",
+        proxy_hops=1,
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("on", True), ("1", True), ("yes", True), ("TRUE", True), ("off", False), ("0", False)],
+)
+def test_metrics_switch(value: str, expected: bool) -> None:
+    assert Settings.from_env({"TICKER_METRICS": value}).metrics is expected
 
 
 @pytest.mark.parametrize(
@@ -49,6 +72,10 @@ def test_every_variable_overrides_its_setting() -> None:
         ("TICKER_MAX_CONNECTIONS", "0", "must be at least 1, got 0"),
         ("TICKER_MAX_CONNECTIONS", "", "is set but empty"),
         ("TICKER_SEND_TIMEOUT", "0", "must be a positive, finite number of seconds"),
+        ("TICKER_METRICS", "maybe", "must be on or off, got 'maybe'"),
+        ("TICKER_METRICS_DIR", " ", "is set but empty"),
+        ("TICKER_PROXY_HOPS", "-1", "must be at least 0, got -1"),
+        ("TICKER_PROXY_HOPS", "one", "must be a whole number, got 'one'"),
         ("TICKER_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"),
     ],
 )

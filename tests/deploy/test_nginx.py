@@ -1,0 +1,229 @@
+"""The deployment recipe works: TLS, websockets, real addresses, summed metrics, stalled readers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+from trio_websocket import open_websocket_url
+
+from ..support import STEP_TIMEOUT, HTTPResponse, RawWebsocket, Server, read_response
+from .conftest import TLS, Stack, open_stack, static_folder
+
+
+async def https_get(
+    server: Server, path: str, tls: ssl.SSLContext | None, *, source: str = "127.0.0.1"
+) -> HTTPResponse:
+    """One GET on a fresh connection from ``source`` (TLS when ``tls`` is given)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost:{server.port}\r\nConnection: close\r\n\r\n"
+    with trio.fail_after(STEP_TIMEOUT):
+        sock = trio.socket.socket()
+        await sock.bind((source, 0))
+        await sock.connect((server.host, server.port))
+        stream: trio.abc.Stream = trio.SocketStream(sock)
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_hostname="localhost")
+        async with stream:
+            await stream.send_all(request.encode())
+            return await read_response(stream)
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert found, f"{name} not in the scrape"
+    return float(found.group(1))
+
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], T], seconds: float = STEP_TIMEOUT) -> T:
+    """Poll ``check`` until it returns something true; bounded. (Logs have no events.)"""
+    with trio.fail_after(seconds):
+        while not (result := check()):  # noqa: ASYNC110 - polling a log is the point
+            await trio.sleep(0.05)
+    return result
+
+
+async def wait_for_log(stack: Stack, pattern: str, seconds: float = STEP_TIMEOUT) -> re.Match[str]:
+    found = await eventually(lambda: re.search(pattern, stack.hypercorn.text), seconds)
+    assert found is not None
+    return found
+
+
+async def test_the_page_and_its_files_load_over_https(tmp_path: Path, tls: TLS) -> None:
+    async with open_stack(tmp_path, tls) as stack:
+        page = await https_get(stack.server, "/", tls.client_context)
+        assert page.status == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.body == (static_folder() / "index.html").read_bytes()
+        assert page.headers["strict-transport-security"] == "max-age=63072000"
+        script = await https_get(stack.server, "/static/js/main.js", tls.client_context)
+        assert script.status == 200
+        assert script.headers["content-type"] == "application/javascript"
+        assert script.body == (static_folder() / "js" / "main.js").read_bytes()
+        health = await https_get(stack.server, "/healthz", tls.client_context)
+        assert health.status == 200
+        body = health.json()
+        assert isinstance(body, dict)
+        assert (body["status"], body["connections"]) == ("ok", 0)
+        plain = await https_get(Server("127.0.0.1", stack.http_port), "/ws?x=1", None)
+        assert plain.status == 301
+        assert plain.headers["location"] == "https://localhost/ws?x=1"
+
+
+async def test_the_protocol_works_over_wss_and_ticks_stay_on_time(tmp_path: Path, tls: TLS) -> None:
+    interval, count = 0.02, 100
+    async with (
+        open_stack(tmp_path, tls) as stack,
+        open_websocket_url(stack.wss_url, ssl_context=tls.client_context) as ws,
+    ):
+        hello = json.loads(await ws.get_message())
+        assert hello["type"] == "hello"
+        await ws.send_message(json.dumps({"type": "start", "interval": interval, "count": count}))
+        assert json.loads(await ws.get_message())["type"] == "started"
+        t0 = trio.current_time()
+        arrivals = []
+        with trio.fail_after(count * interval + STEP_TIMEOUT):
+            for seq in range(1, count + 1):
+                tick = json.loads(await ws.get_message())
+                assert (tick["type"], tick["seq"]) == ("tick", seq)
+                arrivals.append(trio.current_time())
+            done = json.loads(await ws.get_message())
+        assert done == {"type": "done", "id": 1, "sent": count, "skipped": 0}
+    # The server's t0 is not on our clock: fit it as the page does (the
+    # earliest any tick says it could have been), then read lateness.
+    t0 = min(t0, *(at - seq * interval for seq, at in enumerate(arrivals, 1)))
+    lateness = [at - (t0 + seq * interval) for seq, at in enumerate(arrivals, 1)]
+    first, last = sum(lateness[:20]) / 20, sum(lateness[-20:]) / 20
+    # Generous bounds on a shared 2-core machine; the point is "on time, no drift".
+    assert max(lateness) < 0.1, max(lateness)
+    assert abs(last - first) < 0.02, (first, last)
+
+
+async def test_logs_show_the_clients_real_address_not_nginxs(tmp_path: Path, tls: TLS) -> None:
+    async with open_stack(tmp_path, tls) as stack:
+        client = await RawWebsocket.connect(
+            stack.server, tls=tls.client_context, source="127.0.0.2"
+        )
+        assert (await client.receive_json())["type"] == "hello"
+        await wait_for_log(stack, r"\[INFO\] 127\.0\.0\.2 connected \(1 open\)")
+        await client.stream.aclose()
+        await wait_for_log(stack, r"127\.0\.0\.2 disconnected after")
+
+
+CONNECTED = re.compile(r"\[(\d+)\] \[INFO\] 127\.0\.0\.1 connected")
+
+
+async def test_metrics_through_the_proxy_sum_both_workers(tmp_path: Path, tls: TLS) -> None:
+    count = 5
+    async with open_stack(tmp_path, tls) as stack, trio.open_nursery() as nursery:
+        clients: list[RawWebsocket] = []
+
+        async def drain(client: RawWebsocket) -> None:
+            while True:
+                await client.next_event()
+
+        # The kernel hands connections to whichever worker accepts first: open
+        # busy ones until both workers have some (bounded).
+        workers: set[str] = set()
+        while len(workers) < 2:
+            assert len(clients) < 60, f"one worker took every connection: {workers}"
+            client = await RawWebsocket.connect(stack.server, tls=tls.client_context)
+            await client.receive_json()  # hello
+            await client.send_text(json.dumps({"type": "start", "interval": 0.01, "count": count}))
+            clients.append(client)
+            await eventually(lambda: len(CONNECTED.findall(stack.hypercorn.text)) >= len(clients))
+            workers = set(CONNECTED.findall(stack.hypercorn.text))
+        for client in clients:
+            nursery.start_soon(drain, client)
+
+        expected = len(clients) * count
+        # Workers publish once a second; several scrapes (new connections, so
+        # either worker may answer) must each report every worker's ticks.
+        with trio.fail_after(STEP_TIMEOUT):
+            while True:
+                scrape = await https_get(stack.server, "/metrics", tls.client_context)
+                assert scrape.status == 200
+                if metric(scrape.body.decode(), "ticker_ticks_sent_total") == expected:
+                    break
+                await trio.sleep(0.2)
+        for _ in range(6):
+            text = (await https_get(stack.server, "/metrics", tls.client_context)).body.decode()
+            assert metric(text, "ticker_ticks_sent_total") == expected
+            assert metric(text, "ticker_tick_lateness_seconds_count") == expected
+            assert metric(text, "ticker_schedules_started_total") == len(clients)
+            assert metric(text, "ticker_connections") == len(clients)
+            assert metric(text, 'ticker_protocol_errors_total{code="invalid_json"}') == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_metrics_are_refused_to_other_addresses(tmp_path: Path, tls: TLS) -> None:
+    async with open_stack(tmp_path, tls) as stack:
+        refused = await https_get(stack.server, "/metrics", tls.client_context, source="127.0.0.2")
+        assert refused.status == 403
+        page = await https_get(stack.server, "/healthz", tls.client_context, source="127.0.0.2")
+        assert page.status == 200
+
+
+async def stall(stack: Stack, source: str) -> RawWebsocket:
+    """A client that starts the fastest schedule, provokes replies, and never reads again."""
+    client = await RawWebsocket.connect(
+        stack.server, receive_buffer=4096, tls=stack.tls.client_context, source=source
+    )
+    await client.send_text(json.dumps({"type": "start", "interval": 0.01}))
+    # Ticks alone would fill the buffers between hypercorn and this client
+    # (~300 KiB with deploy/nginx.conf's sndbuf) in about 40 s; 6000 error
+    # replies (~750 KB) fill them at once.
+    await client.stream.send_all(RawWebsocket.encode_text("x") * 6000)
+    return client
+
+
+async def test_a_stalled_reader_behind_nginx_is_cut_off_without_hurting_others(
+    tmp_path: Path, tls: TLS
+) -> None:
+    interval, count = 0.02, 150
+    async with open_stack(tmp_path, tls) as stack:
+        await stall(stack, "127.0.0.3")
+        async with open_websocket_url(stack.wss_url, ssl_context=tls.client_context) as ws:
+            await ws.get_message()
+            await ws.send_message(
+                json.dumps({"type": "start", "interval": interval, "count": count})
+            )
+            await ws.get_message()
+            arrivals = [trio.current_time()]
+            for _ in range(count):
+                assert json.loads(await ws.get_message())["type"] == "tick"
+                arrivals.append(trio.current_time())
+        gaps = sorted(b - a for a, b in itertools.pairwise(arrivals[1:]))
+        # The healthy client's ticks keep their rhythm (generous: TLS, nginx, a noisy machine).
+        assert gaps[int(len(gaps) * 0.99)] < interval + 0.05, gaps[-5:]
+        # ticker resets its side once its write has stalled for TICKER_SEND_TIMEOUT
+        # (5 s); then nginx, with nothing new to send, times the client out (10 s).
+        await wait_for_log(stack, r"stopped reading: reset after 5\.0 s", seconds=20)
+        await wait_for_log(stack, r"127\.0\.0\.3 disconnected after")
+        await eventually(lambda: "client timed out" in stack.nginx_errors(), 10 + STEP_TIMEOUT)
+
+
+async def test_a_stalled_reader_behind_nginx_does_not_block_shutdown(
+    tmp_path: Path, tls: TLS
+) -> None:
+    async with open_stack(tmp_path, tls) as stack:
+        client = await stall(stack, "127.0.0.4")
+        await wait_for_log(stack, r"127\.0\.0\.4 connected")
+        await trio.sleep(0.5)  # stalled for real: its replies are queued
+        process = stack.hypercorn.process
+        started = trio.current_time()
+        process.terminate()
+        with trio.fail_after(2 + 4):  # --graceful-timeout 2, plus room
+            await process.wait()
+        assert process.returncode == 0
+        assert trio.current_time() - started < 6
+        assert "Traceback" not in stack.hypercorn.text
+        del client
