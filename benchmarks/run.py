@@ -112,9 +112,10 @@ class Server:
             self.process.wait()
 
 
-def start_server(name: str) -> Server:
+def start_server(name: str, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PEERS), "TICKER_MAX_CONNECTIONS": "20000"}
+    env.update(extra_env or {})
     process = subprocess.Popen(
         server_command(name, port),
         env=env,
