@@ -105,6 +105,11 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     app = TickerApp(settings)
     # Browsers revalidate the page's files (cheap 304s), so an upgrade shows at once.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
+
+    @app.get("/")
+    async def index() -> Response:
+        return await app.send_static_file("index.html")
+
     if settings.proxy_hops:
         # The client's address (logs) and scheme from the proxies' X-Forwarded-*
         # headers, trusting only the last ``proxy_hops`` entries, which our own
@@ -125,10 +130,6 @@ def create_app(settings: Settings | None = None) -> TickerApp:
         if metrics is not None:
             app.publish_metrics()  # every websocket has ended by now
             metrics.process_ended()
-
-    @app.get("/")
-    async def index() -> Response:
-        return await app.send_static_file("index.html")
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], dict[str, str]]:
