@@ -5,6 +5,9 @@ README's server command, alternating on and off for several rounds (the order
 flips every round, so a machine that slows down over the run does not favour
 either). The verdict is the median of the per-round ratios on/off: on a shared,
 noisy machine one pair of runs proves nothing, the middle of several does.
+A micro-benchmark of the work metrics add per tick (and of what calling
+prometheus-client on every tick would cost instead) comes first: it is exact
+where the end-to-end run is noisy.
 
     python benchmarks/metrics_overhead.py [--rounds 5] [--duration 10]
 """
@@ -15,14 +18,54 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
+import timeit
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import machine, start_server, ticking, versions  # noqa: E402
+from run import machine, start_server, ticking, versions
 
 VARIANTS = {"on": {"TICKER_METRICS": "on"}, "off": {"TICKER_METRICS": "off"}}
 BUDGET = 1.05  # issue 8: metrics on may cost at most 5 % more CPU per tick
+
+
+def micro() -> dict[str, float]:
+    """Microseconds per tick for what the tick path does with metrics on and off."""
+    from prometheus_client import values
+
+    from ticker.metrics import Metrics
+    from ticker.tally import Tally
+
+    values.ValueClass = values.MultiProcessValue()  # as a ticker worker has it
+    metrics = Metrics(Path(tempfile.mkdtemp(prefix="ticker-micro-")))
+    tally = Tally()
+    n = 1_000_000
+
+    def per_call(statement: str, namespace: dict[str, Any], number: int = n) -> float:
+        best = min(timeit.repeat(statement, globals=namespace, number=number, repeat=5))
+        return 1e6 * best / number
+
+    return {
+        # session.py's per-tick work: the None check, then the tally.
+        "off_us": per_call("if tally is not None: pass", {"tally": None}),
+        "on_us": per_call(
+            "if tally is not None: tally.tick_sent(0.0007, min(5, end) - 4 - 1)",
+            {"tally": tally, "end": sys.maxsize},
+        ),
+        # The road not taken: prometheus-client on every tick (multiprocess mode).
+        "direct_us": per_call(
+            "h.observe(0.0007); c.inc()",
+            {"h": metrics.tick_lateness, "c": metrics.ticks_sent},
+            number=100_000,
+        ),
+        # Once a second per worker: hand two ticks' worth to Prometheus.
+        "publish_us": per_call(
+            "t.tick_sent(0.0007, 0); t.tick_sent(0.002, 1); m.publish(t)",
+            {"t": tally, "m": metrics},
+            number=10_000,
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -36,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--label", default="metrics-overhead")
     args = parser.parse_args(argv)
 
+    print("micro-benchmark…", file=sys.stderr, flush=True)
+    costs = micro()
     rounds = []
     for number in range(args.rounds):
         order = ("on", "off") if number % 2 == 0 else ("off", "on")
@@ -57,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["metrics_overhead.py", *(argv or sys.argv[1:])]),
         "machine": machine(),
         "versions": versions(),
+        "micro": costs,
         "rounds": rounds,
         "median_ratio": ratio,
         "within_budget": ratio <= BUDGET,
@@ -70,8 +116,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any], args: argparse.Namespace) -> str:
+    costs = report["micro"]
     lines = [
-        f"Steady: {args.clients} clients × {1 / args.interval:g} Hz for {args.duration:g} s, "
+        "Per tick, in the tick path (best of 5, timeit):",
+        "",
+        "| metrics | µs per tick |",
+        "|---|---:|",
+        f"| off (`tally is None`) | {costs['off_us']:.3f} |",
+        f"| on (`Tally.tick_sent`) | {costs['on_us']:.3f} |",
+        f"| prometheus-client on every tick instead (not used) | {costs['direct_us']:.2f} |",
+        "",
+        f"Publishing to Prometheus: {costs['publish_us']:.1f} µs once a second per worker.",
+        "",
+        f"Steady: {args.clients} clients x {1 / args.interval:g} Hz for {args.duration:g} s, "
         f"{args.rounds} rounds; CPU of the server process tree per tick received.",
         "",
         "| round | on: µs/tick | off: µs/tick | on ÷ off | on: p99 ms | off: p99 ms |",

@@ -120,20 +120,30 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     connections = app.connections
     metrics, tally = app.metrics, app.tally
 
+    publishing = trio.CancelScope()
+
     @app.before_serving
     async def start_publishing() -> None:
         if metrics is not None:
-            app.nursery.start_soon(_publish_periodically, app)
+            app.nursery.start_soon(_publish_periodically, app, publishing)
 
     @app.after_serving
     async def stop_publishing() -> None:
+        publishing.cancel()
         if metrics is not None:
             app.publish_metrics()  # every websocket has ended by now
             metrics.process_ended()
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], dict[str, str]]:
-        body = {"status": "ok", "version": __version__, "connections": connections.open}
+        body = {
+            "status": "ok",
+            "version": __version__,
+            "connections": connections.open,
+            # Who is asking, as ticker sees it: behind a proxy, a check that
+            # TICKER_PROXY_HOPS and the proxy's X-Forwarded-For agree.
+            "client": request.remote_addr,
+        }
         return body, {"Cache-Control": "no-store"}
 
     @app.get("/metrics")
@@ -201,10 +211,11 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     return app
 
 
-async def _publish_periodically(app: TickerApp) -> None:
-    while True:
-        await trio.sleep(PUBLISH_PERIOD)
-        app.publish_metrics()
+async def _publish_periodically(app: TickerApp, scope: trio.CancelScope) -> None:
+    with scope:
+        while True:
+            await trio.sleep(PUBLISH_PERIOD)
+            app.publish_metrics()
 
 
 def _peer() -> str:

@@ -164,12 +164,17 @@ async def test_metrics_through_the_proxy_sum_both_workers(tmp_path: Path, tls: T
         nursery.cancel_scope.cancel()
 
 
-async def test_metrics_are_refused_to_other_addresses(tmp_path: Path, tls: TLS) -> None:
+async def test_healthz_sees_the_real_address_and_metrics_refuse_others(
+    tmp_path: Path, tls: TLS
+) -> None:
     async with open_stack(tmp_path, tls) as stack:
         refused = await https_get(stack.server, "/metrics", tls.client_context, source="127.0.0.2")
         assert refused.status == 403
-        page = await https_get(stack.server, "/healthz", tls.client_context, source="127.0.0.2")
-        assert page.status == 200
+        health = await https_get(stack.server, "/healthz", tls.client_context, source="127.0.0.2")
+        assert health.status == 200
+        body = health.json()
+        assert isinstance(body, dict)
+        assert body["client"] == "127.0.0.2"  # not nginx's 127.0.0.1
 
 
 async def stall(stack: Stack, source: str) -> RawWebsocket:
