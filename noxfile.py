@@ -1,4 +1,4 @@
-"""Development tasks: ``nox`` runs tests, browser, deploy, lint, typecheck, docs; ``nox -s NAME`` one."""
+"""Development tasks: ``nox`` runs every default session below; ``nox -s NAME`` runs one."""
 
 from __future__ import annotations
 

@@ -40,7 +40,12 @@ async def test_page_and_health_over_http() -> None:
         assert page.status == 200
         assert b"<title>ticker" in page.body
         health = await http_get(server, "/healthz")
-        assert health.json() == {"status": "ok", "version": ticker.__version__, "connections": 0}
+        assert health.json() == {
+            "status": "ok",
+            "version": ticker.__version__,
+            "connections": 0,
+            "client": "127.0.0.1",
+        }
 
 
 async def test_counted_schedule_arrives_on_time_without_drift() -> None:
