@@ -97,20 +97,22 @@ def metrics_folder(configured: str | None) -> Path:
         return path
     if configured is None:
         base = Path(tempfile.gettempdir()) / f"ticker-metrics-{os.getuid()}"
-        _make_private_folder(base)
     else:
         base = Path(configured)
-        try:
+    try:
+        if configured is None:
+            _make_private_folder(base)
+        else:
             base.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ConfigError(
-                f"TICKER_METRICS_DIR cannot be created: {configured!r} ({error.strerror})"
-            ) from None
-        if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
-            raise ConfigError(f"TICKER_METRICS_DIR is not a writable folder: {configured!r}")
-    _remove_folders_of_servers_gone(base)
-    folder = base / server_folder_name()
-    folder.mkdir(exist_ok=True)
+        _remove_folders_of_servers_gone(base)
+        folder = base / server_folder_name()
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"TICKER_METRICS_DIR: cannot use {str(base)!r} for metric files ({error.strerror})"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"TICKER_METRICS_DIR: {str(base)!r} is not writable")
     return folder
 
 
@@ -125,7 +127,8 @@ def _make_private_folder(base: Path) -> None:
         or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     ):
         raise ConfigError(
-            f"{base} is not a private folder of this user; set TICKER_METRICS_DIR to one"
+            f"TICKER_METRICS_DIR: {str(base)!r} is not a private folder of this user; "
+            "set the variable to one"
         )
 
 

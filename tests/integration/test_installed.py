@@ -55,11 +55,28 @@ async def test_served_from_an_empty_folder(tmp_path: Path) -> None:
             assert kinds == ["started", "tick", "tick", "tick", "done"]
 
 
-def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TICKER_MAX_INTERVAL",
+            "0.001",
+            "TICKER_MAX_INTERVAL (0.001) must not be smaller than TICKER_MIN_INTERVAL (0.01)",
+        ),
+        (
+            "TICKER_METRICS_DIR",
+            "/dev/null/metrics",
+            "TICKER_METRICS_DIR: cannot use '/dev/null/metrics' for metric files (Not a directory)",
+        ),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_one_line(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     result = subprocess.run(
         [*HYPERCORN, "--bind", "127.0.0.1:0"],
         cwd=tmp_path,
-        env={**os.environ, "TICKER_MAX_INTERVAL": "0.001"},
+        env={**os.environ, variable: value},
         capture_output=True,
         text=True,
         timeout=60,
@@ -67,7 +84,4 @@ def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
     # Hypercorn 0.18's parent process exits 0 even when its worker fails
     # (run.py overwrites the worker's exit code), so the message is the contract.
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "ticker: configuration error: TICKER_MAX_INTERVAL (0.001) must not be smaller "
-        "than TICKER_MIN_INTERVAL (0.01)"
-    ]
+    assert result.stderr.strip().splitlines() == [f"ticker: configuration error: {message}"]

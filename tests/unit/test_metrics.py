@@ -169,15 +169,17 @@ def test_the_default_folder_is_private_to_the_user(
     assert base.stat().st_mode & 0o777 == 0o700
 
     base.chmod(0o777)  # someone made it writable for everyone: refuse it
-    with pytest.raises(ConfigError, match="set TICKER_METRICS_DIR"):
+    with pytest.raises(ConfigError, match=r"^TICKER_METRICS_DIR: .* is not a private folder"):
         metrics_folder(None)
 
 
 def test_an_unusable_metrics_dir_names_the_variable(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("")
-    with pytest.raises(ConfigError, match=r"^TICKER_METRICS_DIR cannot be created: .*file/sub"):
+    with pytest.raises(ConfigError, match=r"^TICKER_METRICS_DIR: cannot use '.*file/sub'"):
         metrics_folder(str(a_file / "sub"))
+    with pytest.raises(ConfigError, match=r"^TICKER_METRICS_DIR: cannot use '.*file'"):
+        metrics_folder(str(a_file))
 
 
 def test_the_operators_prometheus_multiproc_dir_is_used_as_it_is(
