@@ -150,11 +150,11 @@ class Metrics:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        # prometheus-client decides where values live from this variable: once
-        # when it is imported (so switch the storage class here), and again as
-        # each value is made. Only the latter needs
-        # it, and only during __init__, so it is not left behind for child
-        # processes to mistake for an operator's setting.
+        # prometheus-client reads this variable twice: when it is imported, to
+        # pick its storage class (switched here instead), and as each value is
+        # made, for the folder. Values are all made here, so the variable is
+        # set only meanwhile: child processes must not mistake it for an
+        # operator's setting.
         if not getattr(values.ValueClass, "_multiprocess", False):
             values.ValueClass = values.MultiProcessValue()
         previous = os.environ.get(MULTIPROC_VARIABLE)
