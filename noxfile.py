@@ -72,7 +72,7 @@ def deploy(session: nox.Session) -> None:
     nginx = configured or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if not nginx or not shutil.which(nginx):
         session.error(NO_NGINX)
-    session.install(".", *group("deploy"))
+    session.install(".", *group("test"))
     session.run("pytest", "tests/deploy", *session.posargs, env={"TICKER_NGINX": nginx})
 
 

@@ -49,11 +49,19 @@ class Server:
 
 @asynccontextmanager
 async def serve_ticker(
-    settings: Settings | None = None, *, keep_alive_timeout: float = 5.0
+    settings: Settings | None = None,
+    *,
+    keep_alive_timeout: float = 5.0,
+    certificate: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[Server]:
-    """Run the real app on Hypercorn's trio worker at 127.0.0.1, on a free port."""
+    """Run the real app on Hypercorn's trio worker at 127.0.0.1, on a free port.
+
+    ``certificate`` (certificate chain, key files) serves TLS instead.
+    """
     config = Config()
     config.bind = ["127.0.0.1:0"]
+    if certificate is not None:
+        config.certfile, config.keyfile = (str(path) for path in certificate)
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = keep_alive_timeout
     config.accesslog = None
@@ -63,7 +71,7 @@ async def serve_ticker(
         urls: list[str] = await nursery.start(
             partial(hypercorn.trio.serve, app, config, shutdown_trigger=shutdown.wait)
         )
-        host, _, port = urls[0].removeprefix("http://").rpartition(":")
+        host, _, port = urls[0].partition("://")[2].rpartition(":")
         yield Server(host, int(port))
         shutdown.set()
 

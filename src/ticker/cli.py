@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,7 +119,42 @@ class Watch:
                 self.interrupted = True
                 scope.cancel()
 
+    async def _check_tls(self) -> None:
+        """Shake hands once over TLS first, so that a bad certificate is named.
+
+        trio-websocket reports a failed TLS handshake as a connect timeout
+        (python-trio/trio-websocket#199): "timed out" where the truth is
+        "certificate verify failed". Other failures are left to the real
+        attempt, which reports them well.
+        """
+        url = urlsplit(self.url)
+        if url.scheme != "wss" or url.hostname is None:
+            return
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            try:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    url.hostname, url.port or 443, https_compatible=True
+                )
+                try:
+                    await stream.do_handshake()
+                finally:
+                    await trio.aclose_forcefully(stream)
+            except trio.BrokenResourceError as error:
+                cause = error.__cause__
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    reason = f"certificate verify failed: {cause.verify_message}"
+                elif isinstance(cause, ssl.SSLError):
+                    reason = cause.reason or str(cause)
+                else:
+                    return
+                raise WatchError(
+                    EXIT_CONNECTION, f"cannot connect to {self.url}: TLS failed: {reason}"
+                ) from None
+            except OSError:
+                pass  # refused, unreachable, …: the real attempt says which
+
     async def _watch(self) -> None:
+        await self._check_tls()
         try:
             async with open_websocket_url(
                 self.url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=CLOSE_TIMEOUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from ..support import STEP_TIMEOUT, serve_ticker
 
@@ -155,3 +157,48 @@ async def test_connection_lost_exits_1_after_the_summary() -> None:
     assert SUMMARY.match(lines(seen + out)[-1])
     (line,) = lines(err)
     assert line.startswith(f"ticker: connection to {server.ws_url} lost (")
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, tuple[Path, Path]]:
+    """A throwaway certificate authority and a certificate for localhost."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    chain, key = folder / "chain.pem", folder / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    return ca, (chain, key)
+
+
+async def test_wss_with_an_untrusted_certificate_names_the_certificate_problem(
+    authority: tuple[trustme.CA, tuple[Path, Path]],
+) -> None:
+    _, certificate = authority
+    async with serve_ticker(certificate=certificate) as server:
+        url = f"wss://localhost:{server.port}/ws"
+        result = await ticker("watch", url, "-i", "0.02", "-n", "2")
+    assert result.returncode == 1
+    assert lines(result.stderr) == [
+        f"ticker: cannot connect to {url}: TLS failed: "
+        "certificate verify failed: unable to get local issuer certificate"
+    ]
+
+
+async def test_wss_works_with_a_trusted_certificate(
+    authority: tuple[trustme.CA, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    ca, certificate = authority
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    async with serve_ticker(certificate=certificate) as server:
+        url = f"wss://localhost:{server.port}/ws"
+        with trio.fail_after(STEP_TIMEOUT * 3):
+            result = await trio.run_process(
+                [str(TICKER), "watch", url, "-i", "0.02", "-n", "2"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "SSL_CERT_FILE": str(tmp_path / "ca.pem")},
+            )
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout)[0] == f"watching {url}: every 0.02 s, 2 ticks"
