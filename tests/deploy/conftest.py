@@ -80,7 +80,9 @@ def render_site(
     site = substitute(site, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
     site = substitute(site, "/etc/ssl/ticker/fullchain.pem", str(cert))
     site = substitute(site, "/etc/ssl/ticker/privkey.pem", str(key))
-    return substitute(site, "/opt/ticker/static", str(static_folder()), count=2)
+    # The recipe links /opt/ticker/static to this folder; the test points at it.
+    site = substitute(site, "root /opt/ticker/static;", f"root {static_folder()};")
+    return substitute(site, "alias /opt/ticker/static/;", f"alias {static_folder()}/;")
 
 
 MAIN_CONFIG = """\

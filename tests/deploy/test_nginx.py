@@ -73,9 +73,13 @@ async def test_the_page_and_its_files_load_over_https(tmp_path: Path, tls: TLS) 
         body = health.json()
         assert isinstance(body, dict)
         assert (body["status"], body["connections"]) == ("ok", 0)
-        plain = await https_get(Server("127.0.0.1", stack.http_port), "/ws?x=1", None)
+        plain_server = Server("127.0.0.1", stack.http_port)
+        plain = await https_get(plain_server, "/ws?x=1", None)
         assert plain.status == 301
         assert plain.headers["location"] == "https://localhost/ws?x=1"
+        # Let's Encrypt's renewal checks are answered over plain HTTP, not redirected.
+        acme = await https_get(plain_server, "/.well-known/acme-challenge/none", None)
+        assert acme.status == 404
 
 
 async def test_the_protocol_works_over_wss_and_ticks_stay_on_time(tmp_path: Path, tls: TLS) -> None:
