@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import hypercorn.trio
@@ -278,6 +281,18 @@ def _bound_writes_and_protect_connection_bookkeeping() -> None:
 # its command line, default 16 MiB).
 # Test: tests/integration/test_reliability.py::
 #     test_an_oversized_message_is_refused_before_it_has_all_arrived
+#
+# Upstream problem, with ``--workers N``: a worker process keeps the default
+# SIGTERM action (die at once). Hypercorn's main process SIGTERMs the workers
+# still shutting down as soon as the first one has exited, and systemd
+# (KillMode=control-group, its default) SIGTERMs every process at once: either
+# way workers die mid-shutdown, their clients see 1006 instead of 1001 and
+# ``--graceful-timeout`` means nothing.
+# Test: tests/integration/test_reliability.py::
+#     test_sigterm_to_every_process_of_a_multi_worker_server_still_closes_with_1001
+#
+# Fix: in a worker, SIGTERM is one more shutdown trigger, caught for the
+# worker's whole life, so a second one changes nothing.
 
 
 def _tell_the_app_when_shutdown_begins() -> None:
@@ -300,20 +315,46 @@ def _tell_the_app_when_shutdown_begins() -> None:
             config.websocket_max_message_size = min(config.websocket_max_message_size, limit)
             _warn_when_a_message_is_too_big()
         begin_shutdown = getattr(framework, "begin_shutdown", None)
-        if shutdown_trigger is not None and callable(begin_shutdown):
-            trigger = shutdown_trigger
+        if shutdown_trigger is None or multiprocessing.parent_process() is None:
+            # In-process (tests, ``hypercorn.trio.serve``): the caller owns signals.
+            terms: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        else:
+            terms = trio.open_signal_receiver(signal.SIGTERM)
+        with terms as sigterms:
+            if shutdown_trigger is not None:
+                trigger = shutdown_trigger
 
-            async def shutdown_trigger_then_tell_app() -> None:
-                await trigger()
-                begin_shutdown()
+                async def shutdown_trigger_then_tell_app() -> None:
+                    if sigterms is None:
+                        await trigger()
+                    else:
+                        await _first_of(trigger, partial(anext, sigterms))
+                    if callable(begin_shutdown):
+                        begin_shutdown()
 
-            shutdown_trigger = shutdown_trigger_then_tell_app
-        await worker_serve(
-            app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
-        )
+                shutdown_trigger = shutdown_trigger_then_tell_app
+            await worker_serve(
+                app,
+                config,
+                sockets=sockets,
+                shutdown_trigger=shutdown_trigger,
+                task_status=task_status,
+            )
 
     hypercorn.trio.run.worker_serve = patched_worker_serve
     hypercorn.trio.worker_serve = patched_worker_serve  # type: ignore[attr-defined]
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return as soon as one of ``waits`` returns; cancel the others."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_cancel(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(wait_then_cancel, wait)
 
 
 # ---------------------------------------------------------------------------

@@ -234,5 +234,7 @@ async def test_a_stalled_reader_behind_nginx_does_not_block_shutdown(
             await process.wait()
         assert process.returncode == 0
         assert trio.current_time() - started < 6
+        # Its worker shut down (within its send grace) rather than being killed.
+        assert "127.0.0.4 disconnected after" in stack.hypercorn.text
         assert "Traceback" not in stack.hypercorn.text
         del client

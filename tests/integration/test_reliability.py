@@ -108,6 +108,42 @@ async def test_shutdown_closes_every_websocket_with_1001_and_exits_0(
     assert "closing 6 websockets with 1001" in running.text
 
 
+WORKER_CONNECTED = re.compile(r"\[(\d+)\] \[INFO\] 127\.0\.0\.1:\d+ connected")
+
+
+@pytest.mark.parametrize("to", ["the main process", "every process, as systemd does"])
+async def test_sigterm_to_a_multi_worker_server_still_closes_with_1001(
+    tmp_path: Path, to: str
+) -> None:
+    async with run_server_command(tmp_path, args=("--workers", "2")) as running:
+        # Both workers must hold websockets: open ticking ones until they do (bounded).
+        clients: list[RawWebsocket] = []
+        while len(set(WORKER_CONNECTED.findall(running.text))) < 2:
+            assert len(clients) < 40, "one worker took every connection"
+            clients.append(await ticking_client(running.server))
+            await trio.sleep(0.05)  # its "connected" line reaches the log
+        # A stalled reader keeps its worker shutting down for a while (up to
+        # its 1 s send grace) after the other worker has exited.
+        stalled = await stalled_client(running.server)
+        stalled_peer = f"127.0.0.1:{stalled.sock.getsockname()[1]}"
+        await trio.sleep(0.5)
+        begun = trio.current_time()
+        if to == "the main process":
+            running.process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(running.process.pid, signal.SIGTERM)
+        for client in clients:
+            assert await client.close_code() == 1001
+        with trio.fail_after(GRACEFUL_TIMEOUT + 5):
+            returncode = await running.process.wait()
+        elapsed = trio.current_time() - begun
+    assert returncode == 0
+    assert elapsed < GRACEFUL_TIMEOUT + 2
+    # Its worker finished shutting down rather than being killed half-way.
+    assert f"{stalled_peer} disconnected after" in running.text
+    assert "Traceback" not in running.text
+
+
 # --- 2. stalled readers ----------------------------------------------------------
 
 
