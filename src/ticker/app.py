@@ -130,9 +130,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     @app.after_serving
     async def stop_publishing() -> None:
         publishing.cancel()
-        if metrics is not None:
-            app.publish_metrics()  # every websocket has ended by now
-            metrics.process_ended()
+        app.publish_metrics()  # every websocket has ended by now
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], dict[str, str]]:

@@ -130,7 +130,7 @@ class Watch:
         url = urlsplit(self.url)
         if url.scheme != "wss" or url.hostname is None:
             return
-        with trio.move_on_after(CONNECT_TIMEOUT):
+        with trio.move_on_after(CONNECT_TIMEOUT) as waited:
             try:
                 stream = await trio.open_ssl_over_tcp_stream(
                     url.hostname, url.port or 443, https_compatible=True
@@ -152,6 +152,11 @@ class Watch:
                 ) from None
             except OSError:
                 pass  # refused, unreachable, …: the real attempt says which
+        if waited.cancelled_caught:  # not twice the wait before saying so
+            raise WatchError(
+                EXIT_CONNECTION,
+                f"cannot connect to {self.url}: timed out after {CONNECT_TIMEOUT:g} s",
+            )
 
     async def _watch(self) -> None:
         await self._check_tls()

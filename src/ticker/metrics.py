@@ -30,7 +30,7 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import ConfigError
 from .protocol import ErrorCode
@@ -40,12 +40,12 @@ log = logging.getLogger("ticker")
 
 #: prometheus-client's own variable; when set, the folder is the operator's.
 MULTIPROC_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
-_SERVER_FOLDER: Final = re.compile(r"(\d+)-(\d*)")  # "<pid>-<start time>"
+_SERVER_FOLDER: Final = re.compile(r"server-(\d+)-(\d*)")  # pid and start time
 _LIVE_GAUGE_FILE: Final = re.compile(r"gauge_livesum_(\d+)\.db")
 
 
 def server_folder_name() -> str:
-    """``<pid>-<start time>`` of the server's main process.
+    """``server-<pid>-<start time>`` of the server's main process.
 
     Hypercorn starts its workers with multiprocessing's spawn, so a worker's
     parent process is the server; without one (``hypercorn.trio.serve`` in a
@@ -54,7 +54,7 @@ def server_folder_name() -> str:
     """
     parent = multiprocessing.parent_process()
     pid = os.getpid() if parent is None or parent.pid is None else parent.pid
-    return f"{pid}-{_start_time(pid)}"
+    return f"server-{pid}-{_start_time(pid)}"
 
 
 def _start_time(pid: int) -> str:
@@ -92,8 +92,8 @@ def metrics_folder(configured: str | None) -> Path:
     operators = os.environ.get(MULTIPROC_VARIABLE)
     if operators:
         path = Path(operators)
-        if not path.is_dir():
-            raise ConfigError(f"{MULTIPROC_VARIABLE} is not a folder: {operators!r}")
+        if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{MULTIPROC_VARIABLE} is not a writable folder: {operators!r}")
         return path
     if configured is None:
         base = Path(tempfile.gettempdir()) / f"ticker-metrics-{os.getuid()}"
@@ -157,13 +157,22 @@ class Metrics:
         # operator's setting.
         if not getattr(values.ValueClass, "_multiprocess", False):
             values.ValueClass = values.MultiProcessValue()
+        # (The switch stays: prometheus metrics made later in this process
+        # need the variable set when they are made, as prometheus-client says.)
         previous = os.environ.get(MULTIPROC_VARIABLE)
         os.environ[MULTIPROC_VARIABLE] = str(folder)
         try:
             self._make_metrics()
+        except OSError as error:  # the files cannot be made (full disk, odd mount)
+            variable = MULTIPROC_VARIABLE if previous else "TICKER_METRICS_DIR"
+            raise ConfigError(
+                f"{variable}: cannot make metric files in {str(folder)!r} ({error.strerror})"
+            ) from None
         finally:
             if previous is None:
                 del os.environ[MULTIPROC_VARIABLE]
+            else:
+                os.environ[MULTIPROC_VARIABLE] = previous
 
     def _make_metrics(self) -> None:
         self.connections = Gauge(
@@ -178,7 +187,8 @@ class Metrics:
         self.ticks_sent = Counter("ticker_ticks_sent", "Ticks sent.", registry=None)
         self.ticks_skipped = Counter(
             "ticker_ticks_skipped",
-            "Slots skipped because the client read too slowly to take them on time.",
+            "Slots skipped because a tick went out after later deadlines had passed "
+            "(a client reading slowly, or a server running late).",
             registry=None,
         )
         self.protocol_errors = Counter(
@@ -190,7 +200,7 @@ class Metrics:
         self._errors_by_code = {code: self.protocol_errors.labels(code.value) for code in ErrorCode}
         self.tick_lateness = Histogram(
             "ticker_tick_lateness_seconds",
-            "How long after its deadline each tick was handed to the connection.",
+            "How long after its deadline each tick started out.",
             buckets=LATENESS_BUCKETS,
             registry=None,
         )
@@ -230,18 +240,18 @@ class Metrics:
         return encoder(registry), content_type
 
     def _forget_dead_workers(self) -> None:
-        """Drop the connection gauge of workers that are gone (crashed, or replaced on SIGHUP).
+        """Drop the connection gauge of workers that died with connections open.
 
-        Their counters stay: they are totals of this server's life.
+        (prometheus-client's ``mark_process_dead``, minus its race: two scrapes
+        at once may both try.) Their counters stay: they are totals of this
+        server's life. A worker that exits normally has brought its gauge back
+        to 0 already.
         """
         for entry in self.folder.iterdir():
             match = _LIVE_GAUGE_FILE.fullmatch(entry.name)
             if match and not _alive(int(match[1]), ""):
-                mark_process_dead(int(match[1]), str(self.folder))
-
-    def process_ended(self) -> None:
-        """This worker is about to exit: its open connections no longer count."""
-        mark_process_dead(os.getpid(), str(self.folder))
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
 
 
 _metrics: Metrics | None = None

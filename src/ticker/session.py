@@ -153,14 +153,14 @@ class Session:
                 while schedule.has_slot(seq):
                     due = schedule.due(seq)
                     await trio.sleep_until(due)
+                    sending = trio.current_time()
                     await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
                     sent += 1
-                    now = trio.current_time()
-                    next_seq = schedule.next_seq(seq, now)
+                    next_seq = schedule.next_seq(seq, trio.current_time())
                     if tally is not None:
-                        # Lateness is measured when the tick has been handed to
-                        # the transport; skipped slots are those jumped over.
-                        tally.tick_sent(now - due, min(next_seq, end) - seq - 1)
+                        # Lateness: the server's, when the tick starts out (a
+                        # slow client's blocked write shows up as skips).
+                        tally.tick_sent(sending - due, min(next_seq, end) - seq - 1)
                     seq = next_seq
                 if schedule.count is not None:
                     await self._send(encode_done(run.id, sent, schedule.count - sent))

@@ -8,6 +8,7 @@ import pytest
 from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 
 import ticker
+import ticker.app
 import ticker.session
 from ticker.app import create_app
 from ticker.config import Settings
@@ -188,3 +189,25 @@ async def test_proxy_hops_take_the_client_address_from_x_forwarded_for(
         await ws.receive()
     assert logged in caplog.text
     assert "connected" in caplog.text
+
+
+async def test_a_worker_publishes_what_it_counted_when_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ticker.app, "PUBLISH_PERIOD", 3600.0)  # only the last publish counts
+    app = create_app(Settings())
+    assert app.metrics is not None
+
+    def ticks_sent() -> float:
+        assert app.metrics is not None
+        return metric_values(app.metrics.render(None)[0].decode())["ticker_ticks_sent_total"]
+
+    before = ticks_sent()
+    async with app.test_app() as running:
+        async with running.test_client().websocket("/ws") as ws:
+            await ws.receive()  # hello
+            await ws.send(json.dumps({"type": "start", "interval": 0.01, "count": 3}))
+            while json.loads(await ws.receive())["type"] != "done":
+                pass
+        assert ticks_sent() == before  # counted, not yet published
+    assert ticks_sent() == before + 3  # published as the app stopped serving

@@ -10,6 +10,7 @@ cannot drift apart silently.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import os
 import shutil
@@ -46,11 +47,13 @@ def find_nginx() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held together while chosen, so never the same)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def static_folder() -> Path:
@@ -217,7 +220,7 @@ async def open_stack(
     }
     args = ("--workers", "2", "--graceful-timeout", "2")
     async with run_server_command(folder, server_env, args) as hypercorn:
-        http_port, https_port = free_port(), free_port()
+        http_port, https_port = free_ports(2)
         site = render_site(
             http_port=http_port,
             https_port=https_port,

@@ -66,7 +66,7 @@ async def test_the_page_and_its_files_load_over_https(tmp_path: Path, tls: TLS) 
         assert page.headers["strict-transport-security"] == "max-age=63072000"
         script = await https_get(stack.server, "/static/js/main.js", tls.client_context)
         assert script.status == 200
-        assert script.headers["content-type"] == "application/javascript"
+        assert "javascript" in script.headers["content-type"]  # mime.types: either name
         assert script.body == (static_folder() / "js" / "main.js").read_bytes()
         health = await https_get(stack.server, "/healthz", tls.client_context)
         assert health.status == 200

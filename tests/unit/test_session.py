@@ -18,7 +18,7 @@ import trio.testing
 
 from ticker.protocol import Limits
 from ticker.session import Close, run_session
-from ticker.tally import Tally
+from ticker.tally import LATENESS_BUCKETS, Tally
 
 Message = dict[str, object]
 DEFAULT_LIMITS = Limits()
@@ -340,7 +340,8 @@ async def test_cancellation_from_the_transport_propagates_cleanly(
 async def test_tally_counts_sent_and_skipped_ticks_and_their_lateness(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The slow-send case above: tick 2 leaves 2.5 s late, slots 3 and 4 are skipped.
+    # The slow-send case above: tick 2 takes 2.5 s to send, so slots 3 and 4 are
+    # skipped; every tick started out on time (lateness is the server's).
     def slow_second_tick(message: Message) -> float:
         return 2.5 if message.get("seq") == 2 else 0.0
 
@@ -350,9 +351,27 @@ async def test_tally_counts_sent_and_skipped_ticks_and_their_lateness(
         for _ in range(6):  # started, 4 ticks, done
             await client.receive()
     assert (tally.schedules_started, tally.ticks_sent, tally.ticks_skipped) == (1, 4, 2)
-    assert tally.lateness_sum == 2.5
-    assert tally.lateness_counts[0] == 3  # on time (virtual clock: exactly 0)
-    assert tally.lateness_counts[-1] == 1  # 2.5 s: above the last bound
+    assert tally.lateness_sum == 0
+    assert tally.lateness_counts[0] == 4  # on time (virtual clock: exactly 0)
+
+
+async def test_tally_lateness_is_how_late_the_server_started_a_tick(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tally = Tally()
+    async with open_session(tally=tally) as client:
+        await client.send({"interval": 1, "count": 2})
+        await client.receive()  # started
+        # The clock leaps 0.4 s at 0.9 s, as if the event loop had been blocked
+        # across tick 1's deadline (due at 1.0, it starts out at 1.3).
+        await trio.sleep(0.9)
+        autojump_clock.jump(0.4)
+        for _ in range(3):  # ticks 1 and 2, done
+            await client.receive()
+    assert tally.ticks_sent == 2
+    assert tally.lateness_sum == pytest.approx(0.3)
+    assert tally.lateness_counts[LATENESS_BUCKETS.index(0.5)] == 1  # 0.3 s: in (0.25, 0.5]
+    assert tally.lateness_counts[0] == 1
 
 
 async def test_tally_skips_stop_at_the_last_slot_like_done(
