@@ -155,6 +155,16 @@ async def _collect(stream: trio.abc.ReceiveStream, log: list[str]) -> None:
         log.append(pending.decode())
 
 
+def metric_values(scrape: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for the ticker_ samples of a /metrics text."""
+    values = {}
+    for line in scrape.splitlines():
+        if line.startswith("ticker_"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 @dataclass
 class HTTPResponse:
     status: int

@@ -120,17 +120,17 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     connections = app.connections
     metrics, tally = app.metrics, app.tally
 
-    publishing = trio.CancelScope()
+    if metrics is not None:
+        publishing = trio.CancelScope()
 
-    @app.before_serving
-    async def start_publishing() -> None:
-        if metrics is not None:
+        @app.before_serving
+        async def start_publishing() -> None:
             app.nursery.start_soon(_publish_periodically, app, publishing)
 
-    @app.after_serving
-    async def stop_publishing() -> None:
-        publishing.cancel()
-        app.publish_metrics()  # every websocket has ended by now
+        @app.after_serving
+        async def stop_publishing() -> None:
+            publishing.cancel()
+            app.publish_metrics()  # every websocket has ended by now
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, object], dict[str, str]]:

@@ -75,7 +75,7 @@ def _alive(pid: int, start: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # someone else's process, but a process
     return True
 
 

@@ -153,7 +153,7 @@ class Session:
                 while schedule.has_slot(seq):
                     due = schedule.due(seq)
                     await trio.sleep_until(due)
-                    sending = trio.current_time()
+                    sending = trio.current_time() if tally is not None else due
                     await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
                     sent += 1
                     next_seq = schedule.next_seq(seq, trio.current_time())

@@ -14,6 +14,8 @@ from ticker.app import create_app
 from ticker.config import Settings
 from ticker.protocol import Limits
 
+from ..support import metric_values
+
 
 async def test_index_serves_the_page() -> None:
     response = await create_app(Settings()).test_client().get("/")
@@ -116,16 +118,6 @@ async def test_a_bug_in_the_session_closes_with_1011_and_is_logged(
         assert info.value.args[0] == 1011
     assert "session failed" in caplog.text
     assert "RuntimeError: boom" in caplog.text
-
-
-def metric_values(text: str) -> dict[str, float]:
-    """``name{labels}`` -> value, for the ticker_ samples of a scrape."""
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("ticker_"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 async def test_metrics_count_what_a_connection_did() -> None:

@@ -13,7 +13,14 @@ from typing import TypeVar
 import trio
 from trio_websocket import open_websocket_url
 
-from ..support import STEP_TIMEOUT, HTTPResponse, RawWebsocket, Server, read_response
+from ..support import (
+    STEP_TIMEOUT,
+    HTTPResponse,
+    RawWebsocket,
+    Server,
+    metric_values,
+    read_response,
+)
 from .conftest import TLS, Stack, open_stack, static_folder
 
 
@@ -32,12 +39,6 @@ async def https_get(
         async with stream:
             await stream.send_all(request.encode())
             return await read_response(stream)
-
-
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name} not in the scrape"
-    return float(found.group(1))
 
 
 T = TypeVar("T")
@@ -155,16 +156,17 @@ async def test_metrics_through_the_proxy_sum_both_workers(tmp_path: Path, tls: T
             while True:
                 scrape = await https_get(stack.server, "/metrics", tls.client_context)
                 assert scrape.status == 200
-                if metric(scrape.body.decode(), "ticker_ticks_sent_total") == expected:
+                if metric_values(scrape.body.decode())["ticker_ticks_sent_total"] == expected:
                     break
                 await trio.sleep(0.2)
         for _ in range(6):
-            text = (await https_get(stack.server, "/metrics", tls.client_context)).body.decode()
-            assert metric(text, "ticker_ticks_sent_total") == expected
-            assert metric(text, "ticker_tick_lateness_seconds_count") == expected
-            assert metric(text, "ticker_schedules_started_total") == len(clients)
-            assert metric(text, "ticker_connections") == len(clients)
-            assert metric(text, 'ticker_protocol_errors_total{code="invalid_json"}') == 0
+            scraped = await https_get(stack.server, "/metrics", tls.client_context)
+            values = metric_values(scraped.body.decode())
+            assert values["ticker_ticks_sent_total"] == expected
+            assert values["ticker_tick_lateness_seconds_count"] == expected
+            assert values["ticker_schedules_started_total"] == len(clients)
+            assert values["ticker_connections"] == len(clients)
+            assert values['ticker_protocol_errors_total{code="invalid_json"}'] == 0
         nursery.cancel_scope.cancel()
 
 

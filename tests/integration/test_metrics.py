@@ -14,6 +14,7 @@ from ..support import (
     RawWebsocket,
     Server,
     http_get,
+    metric_values,
     run_server_command,
 )
 
@@ -21,12 +22,7 @@ from ..support import (
 async def scrape(server: Server) -> dict[str, float]:
     response = await http_get(server, "/metrics")
     assert response.status == 200
-    values = {}
-    for line in response.body.decode().splitlines():
-        if line.startswith("ticker_"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+    return metric_values(response.body.decode())
 
 
 async def wait_for_metric(server: Server, name: str, value: float) -> dict[str, float]:

@@ -25,6 +25,7 @@ from ..support import (
     STEP_TIMEOUT,
     RawWebsocket,
     Server,
+    ServerProcess,
     http_get,
     open_connections,
     read_response,
@@ -85,6 +86,17 @@ def lateness_p99(arrivals: list[tuple[float, int]], interval: float) -> float:
 # --- 1. graceful shutdown ------------------------------------------------------
 
 
+async def goodbyes_then_exit(
+    running: ServerProcess, clients: list[RawWebsocket], *, since: float
+) -> tuple[int, float]:
+    """Every client is closed with 1001; then the exit status and seconds since ``since``."""
+    for client in clients:
+        assert await client.close_code() == 1001
+    with trio.fail_after(GRACEFUL_TIMEOUT + 5):
+        returncode = await running.process.wait()
+    return returncode, trio.current_time() - since
+
+
 @pytest.mark.parametrize("how", ["SIGTERM to hypercorn", "Ctrl-C in its terminal"])
 async def test_shutdown_closes_every_websocket_with_1001_and_exits_0(
     tmp_path: Path, how: str
@@ -97,11 +109,7 @@ async def test_shutdown_closes_every_websocket_with_1001_and_exits_0(
             running.process.send_signal(signal.SIGTERM)  # the parent only, as a container runtime
         else:
             os.killpg(running.process.pid, signal.SIGINT)  # the whole foreground group
-        for client in clients:
-            assert await client.close_code() == 1001
-        with trio.fail_after(GRACEFUL_TIMEOUT + 5):
-            returncode = await running.process.wait()
-        elapsed = trio.current_time() - begun
+        returncode, elapsed = await goodbyes_then_exit(running, clients, since=begun)
     assert returncode == 0
     assert elapsed < GRACEFUL_TIMEOUT + 1
     assert "Traceback" not in running.text
@@ -132,11 +140,7 @@ async def test_sigterm_to_a_multi_worker_server_still_closes_with_1001(
             running.process.send_signal(signal.SIGTERM)
         else:
             os.killpg(running.process.pid, signal.SIGTERM)
-        for client in clients:
-            assert await client.close_code() == 1001
-        with trio.fail_after(GRACEFUL_TIMEOUT + 5):
-            returncode = await running.process.wait()
-        elapsed = trio.current_time() - begun
+        returncode, elapsed = await goodbyes_then_exit(running, clients, since=begun)
     assert returncode == 0
     assert elapsed < GRACEFUL_TIMEOUT + 2
     # Its worker finished shutting down rather than being killed half-way.
