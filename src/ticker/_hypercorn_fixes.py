@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
@@ -26,11 +27,19 @@ from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.protocol.events import Request, StreamClosed
-from hypercorn.protocol.ws_stream import FrameTooLargeError, WebsocketBuffer, WSStream
+from hypercorn.protocol.ws_stream import FrameTooLargeError, Handshake, WSStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ASGIReceiveEvent, ASGISendEvent, Scope
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Message, Ping, Pong
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason
+from wsproto.handshake import server_extensions_handshake
+
+from .deflate import BoundedDeflate
+from .pacing import FrameBudget
 
 _DISCONNECTS: Final = frozenset({"websocket.disconnect", "http.disconnect"})
 
@@ -41,13 +50,14 @@ SHUTDOWN_SEND_GRACE: Final = 1.0
 log = logging.getLogger("ticker")
 
 _applied = False
-_send_timeout = 5.0  # seconds; set by apply()
+#: A write's deadline (seconds) for an app that sets no ``WebsocketPolicy``;
+#: ticker's own comes from ``TICKER_SEND_TIMEOUT`` through the server's Config.
+_send_timeout: Final = 5.0
 
 
-def apply(send_timeout: float) -> None:
-    """Install every fix once per process; ``send_timeout`` is the latest app's setting."""
-    global _applied, _send_timeout
-    _send_timeout = send_timeout
+def apply() -> None:
+    """Install every fix once per process; each app's settings travel on its server's Config."""
+    global _applied
     if _applied:
         return
     _applied = True
@@ -55,6 +65,8 @@ def apply(send_timeout: float) -> None:
     _bound_writes_and_protect_connection_bookkeeping()
     _tell_the_app_when_shutdown_begins()
     _close_connections_after_a_refused_handshake()
+    _own_the_websocket_conversation()
+    _bound_http2_flow_control_waits()
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +209,8 @@ def _bound_writes_and_protect_connection_bookkeeping() -> None:
         The caller holds ``self.send_lock``.
         """
         terminated = self.context.terminated
-        timeout = SHUTDOWN_SEND_GRACE if terminated.is_set() else _send_timeout
+        send_timeout = getattr(self.config, "ticker_send_timeout", _send_timeout)
+        timeout = SHUTDOWN_SEND_GRACE if terminated.is_set() else send_timeout
         writes = terminated.writes if isinstance(terminated, _ShutdownAwareEvent) else set()
         try:
             with trio.CancelScope(shield=True) as write:
@@ -307,13 +320,17 @@ def _tell_the_app_when_shutdown_begins() -> None:
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         framework = getattr(app, "app", app)  # Hypercorn's ASGIWrapper keeps it here
-        # Also: let Hypercorn's reader enforce the app's message limit, so an
+        # Also: hand the app's websocket policy to the server (fixes 2, 6-9),
+        # and let Hypercorn's reader enforce the app's message limit, so an
         # oversized message is refused (1009) as it arrives instead of being
         # buffered up to Hypercorn's own 16 MiB default first.
-        limit = getattr(framework, "max_message_size", None)
-        if isinstance(limit, int):
-            config.websocket_max_message_size = min(config.websocket_max_message_size, limit)
-            _warn_when_a_message_is_too_big()
+        policy = getattr(framework, "websocket_policy", None)
+        if isinstance(policy, WebsocketPolicy):
+            config.ticker_policy = policy  # type: ignore[attr-defined]
+            config.ticker_send_timeout = policy.send_timeout  # type: ignore[attr-defined]
+            config.websocket_max_message_size = min(
+                config.websocket_max_message_size, policy.max_message_size
+            )
         begin_shutdown = getattr(framework, "begin_shutdown", None)
         if shutdown_trigger is None or multiprocessing.parent_process() is None:
             # In-process (tests, ``hypercorn.trio.serve``): the caller owns signals.
@@ -382,23 +399,253 @@ def _close_connections_after_a_refused_handshake() -> None:
     WSStream.handle = patched_handle  # type: ignore[method-assign]
 
 
-def _warn_when_a_message_is_too_big() -> None:
-    """Hypercorn closes with 1009 silently; the operator should hear about it."""
-    extend = WebsocketBuffer.extend
-    if getattr(extend, "_ticker_warns", False):
-        return
+# ---------------------------------------------------------------------------
+# Fixes 6-9: the websocket conversation, as real and hostile clients have it.
+#
+# Upstream problems, all in ``WSStream`` (hypercorn/protocol/ws_stream.py):
+# 6. Compression is always accepted, with 15-bit windows at zlib's default
+#    memory level (3x the memory of a connection without it), and a
+#    compressed message is inflated whole before its size is checked: one
+#    200 KB message that inflates to 200 MiB costs 200 MiB.
+#    Fix: the handshake negotiates what the app's policy says: nothing (the
+#    default; a frame with RSV1 set then fails the connection, RFC 6455 §5.2)
+#    or ``deflate.BoundedDeflate`` (small windows, inflation capped).
+#    Tests: tests/integration/test_hostile.py::test_compression_*, ::test_a_decompression_bomb_*
+# 7. A close the server starts never ends. When Hypercorn refuses a message
+#    (1009), the app is not told: its handler runs on and holds its slot for as
+#    long as the client keeps TCP open. A frame wsproto cannot parse (RSV1 set,
+#    bad UTF-8) drops TCP without any close frame. And when the app closes, TCP
+#    is closed at once, so a client still sending gets a reset, which can
+#    destroy the close frame before it is read.
+#    Fix: the server sends the close frame (1002, 1007, 1009), tells the app
+#    at once with a ``websocket.disconnect`` carrying that code and reason,
+#    and closes TCP when the client answers, or after ``close_timeout``.
+#    Tests: tests/integration/test_hostile.py::test_an_unanswered_close_*
+# 8. Keepalive: ``--websocket-ping-interval`` pings but ignores pongs, so a
+#    dead peer is noticed only when a write fails, hours later for a long
+#    interval. Fix: ping every ``ping_interval``; without a pong within
+#    ``ping_timeout`` the connection is closed with 1011.
+#    Tests: tests/integration/test_hostile.py::test_keepalive_*
+# 9. One connection can take the worker: all frames of a read (64 KiB: 11,000
+#    empty ones) are parsed without a checkpoint, as fast as a client sends.
+#    Fix: a checkpoint every ``FRAMES_PER_CHECKPOINT`` frames, and a reader
+#    that sleeps once a connection exceeds ``frame_rate`` frames per second
+#    (twice that at once): TCP backpressure, nothing is lost.
+#    Tests: tests/integration/test_hostile.py::test_a_flood_of_*
 
-    def warning_extend(self: WebsocketBuffer, event: Any) -> None:
+#: Frames a connection's reader parses between two checkpoints.
+FRAMES_PER_CHECKPOINT: Final = 256
+#: The payload of keepalive pings; any pong counts as an answer (RFC 6455 §5.5.3).
+_PING_PAYLOAD: Final = b"ticker"
+
+
+@dataclass(frozen=True, slots=True)
+class WebsocketPolicy:
+    """What an app asks of the server for its websockets; travels on Hypercorn's Config."""
+
+    max_message_size: int  # bytes, also after inflation
+    send_timeout: float  # seconds a write may wait on a full TCP window
+    compression: bool  # negotiate permessage-deflate when offered
+    ping_interval: float  # seconds; 0 means no keepalive
+    ping_timeout: float  # seconds a pong may take
+    close_timeout: float  # seconds to wait for the answer to a close frame
+    frame_rate: float  # frames per second a connection is read at, on average
+
+
+def _policy(config: Config) -> WebsocketPolicy | None:
+    policy = getattr(config, "ticker_policy", None)
+    return policy if isinstance(policy, WebsocketPolicy) else None
+
+
+@dataclass(eq=False)
+class _Conversation:
+    """What one websocket stream gains from fixes 6-9."""
+
+    policy: WebsocketPolicy
+    budget: FrameBudget
+    frames: int = 0
+    keepalive: trio.CancelScope = field(default_factory=trio.CancelScope)
+    closing: trio.CancelScope = field(default_factory=trio.CancelScope)
+    pong: trio.Event = field(default_factory=trio.Event)
+
+
+def _conversation(stream: WSStream) -> _Conversation | None:
+    return getattr(stream, "_ticker", None)
+
+
+def _client(stream: WSStream) -> str:
+    if not stream.client:
+        return "unknown peer"
+    host, port = stream.client[0], stream.client[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _own_the_websocket_conversation() -> None:
+    accept_handshake = Handshake.accept
+    accept = WSStream._accept
+    handle = WSStream.handle
+    handle_events = WSStream._handle_events
+    app_send = WSStream.app_send
+    send_event = WSStream._send_wsproto_event
+
+    def negotiating_accept(
+        self: Handshake, subprotocol: str | None, additional_headers: Any
+    ) -> tuple[int, list[tuple[bytes, bytes]], Connection]:
+        policy: WebsocketPolicy | None = getattr(self, "ticker_policy", None)
+        if policy is None:
+            return accept_handshake(self, subprotocol, additional_headers)
+        offers, self.extensions = self.extensions, None  # so the stock code agrees to none
         try:
-            extend(self, event)
-        except FrameTooLargeError:
-            log.warning(
-                "a client sent a message over %d characters: closed with 1009", self.max_length
-            )
-            raise
+            status, headers, _ = accept_handshake(self, subprotocol, additional_headers)
+        finally:
+            self.extensions = offers
+        extensions: list[Extension] = []
+        if policy.compression and offers:
+            deflate = BoundedDeflate(policy.max_message_size)
+            agreed = server_extensions_handshake(offers, [deflate])
+            if agreed:
+                headers.append((b"sec-websocket-extensions", agreed))
+                extensions.append(deflate)
+        return status, headers, Connection(ConnectionType.SERVER, extensions)
 
-    warning_extend._ticker_warns = True  # type: ignore[attr-defined]
-    WebsocketBuffer.extend = warning_extend  # type: ignore[method-assign]
+    async def accepting(self: WSStream, message: Any) -> None:
+        policy = _policy(self.config)
+        if policy is None:
+            await accept(self, message)
+            return
+        self.handshake.ticker_policy = policy  # type: ignore[attr-defined]
+        talk = _Conversation(policy, FrameBudget(policy.frame_rate, 2 * policy.frame_rate))
+        self._ticker = talk  # type: ignore[attr-defined]
+        await accept(self, message)
+        if policy.ping_interval > 0:
+            self.task_group.spawn(_keep_alive, self, talk)
+
+    async def handling(self: WSStream, event: Any) -> None:
+        talk = _conversation(self)
+        if talk is not None and isinstance(event, StreamClosed):
+            talk.keepalive.cancel()
+            talk.closing.cancel()
+        await handle(self, event)
+
+    async def handling_events(self: WSStream) -> None:
+        talk = _conversation(self)
+        if talk is None:
+            await handle_events(self)
+            return
+        connection = self.connection
+        for event in connection.events():
+            talk.frames += 1
+            wait = talk.budget.take(trio.current_time())
+            if wait > 0:  # too many frames: read this client more slowly
+                await trio.sleep(wait)
+            elif talk.frames % FRAMES_PER_CHECKPOINT == 0:
+                await trio.lowlevel.checkpoint()
+            if isinstance(event, CloseConnection):
+                if connection.state is ConnectionState.OPEN:
+                    # Not a close frame: wsproto could not parse what came.
+                    reason = _refusal(event, talk.policy)
+                    await _server_close(self, event.code, reason)
+                    return
+                if connection.state is ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                # Else the answer to our close (or garbage after it): done.
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+            if connection.state is not ConnectionState.OPEN:
+                continue  # after our close frame, only the answer matters
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    limit = talk.policy.max_message_size
+                    await _server_close(self, 1009, f"message too big (over {limit} bytes)")
+                    return
+                if event.message_finished:
+                    await self.app_put(self.buffer.to_message())  # type: ignore[misc]
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, Pong):
+                talk.pong.set()
+
+    async def app_sending(self: WSStream, message: Any) -> None:
+        talk = _conversation(self)
+        connection = getattr(self, "connection", None)
+        if (
+            message is None  # the app has ended
+            and talk is not None
+            and connection is not None
+            and connection.state is ConnectionState.LOCAL_CLOSING
+        ):
+            return  # TCP closes when the client answers, or at the close deadline
+        await app_send(self, message)
+
+    async def sending_event(self: WSStream, event: Any) -> None:
+        talk = _conversation(self)
+        starts_close = (
+            talk is not None
+            and isinstance(event, CloseConnection)
+            and self.connection.state is ConnectionState.OPEN
+        )
+        await send_event(self, event)
+        if starts_close and self.connection.state is ConnectionState.LOCAL_CLOSING:
+            assert talk is not None
+            talk.keepalive.cancel()
+            self.task_group.spawn(_close_deadline, self, talk)
+
+    Handshake.accept = negotiating_accept  # type: ignore[method-assign]
+    WSStream._accept = accepting  # type: ignore[method-assign]
+    WSStream.handle = handling  # type: ignore[method-assign]
+    WSStream._handle_events = handling_events  # type: ignore[method-assign]
+    WSStream.app_send = app_sending  # type: ignore[method-assign]
+    WSStream._send_wsproto_event = sending_event  # type: ignore[method-assign]
+
+
+def _refusal(event: CloseConnection, policy: WebsocketPolicy) -> str:
+    """The reason to send for a frame wsproto could not parse (its own say "error in …")."""
+    if event.code == CloseReason.MESSAGE_TOO_BIG:
+        return f"message too big (over {policy.max_message_size} bytes inflated)"
+    if event.code == CloseReason.INVALID_FRAME_PAYLOAD_DATA:
+        return "invalid frame payload (not UTF-8, or not deflate)"
+    return f"protocol error: {event.reason or 'invalid frame'}"
+
+
+async def _server_close(stream: WSStream, code: int, reason: str) -> None:
+    """Close with ``code`` and tell the app at once, so its handler ends and frees its slot."""
+    log.warning("%s: %s: closed with %d", _client(stream), reason, code)
+    await stream._send_wsproto_event(CloseConnection(code=code, reason=reason))
+    if stream.app_put is not None:  # fix 1 delivers it without waiting
+        await stream.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+
+async def _close_deadline(stream: WSStream, talk: _Conversation) -> None:
+    """End the TCP connection if the client has not answered our close frame in time."""
+    timeout = talk.policy.close_timeout
+    with talk.closing:
+        await trio.sleep(timeout)
+    if talk.closing.cancelled_caught:
+        return  # the client answered, or the connection ended
+    log.warning("%s did not answer the close frame within %g s: dropped", _client(stream), timeout)
+    with trio.CancelScope(shield=True):
+        await stream.send(StreamClosed(stream_id=stream.stream_id))
+
+
+async def _keep_alive(stream: WSStream, talk: _Conversation) -> None:
+    """Ping every ``ping_interval``; close with 1011 when a pong is ``ping_timeout`` late."""
+    policy = talk.policy
+    timed_out = False
+    with talk.keepalive:
+        while not timed_out:
+            await trio.sleep(policy.ping_interval)
+            talk.pong = trio.Event()
+            await stream._send_wsproto_event(Ping(payload=_PING_PAYLOAD))
+            with trio.move_on_after(policy.ping_timeout) as waiting:
+                await talk.pong.wait()
+            timed_out = waiting.cancelled_caught
+    if timed_out:
+        await _server_close(
+            stream, 1011, f"keepalive ping timeout (no pong within {policy.ping_timeout:g} s)"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -427,3 +674,114 @@ def trust_proxies(app: ASGIFramework, hops: int) -> ASGIFramework:
         await app(scope, receive, send)
 
     return ProxyFixMiddleware(keep_websocket_schemes, mode="legacy", trusted_hops=hops)
+
+
+# ---------------------------------------------------------------------------
+# Fix 10: an HTTP/2 stream whose flow-control window stays shut must be cut off.
+#
+# Upstream problem: when Hypercorn terminates TLS it offers h2 (ALPN) and
+# SETTINGS_ENABLE_CONNECT_PROTOCOL, so browsers may open websockets as HTTP/2
+# streams (RFC 8441). A stream's writes then never reach the socket directly:
+# ``H2Protocol.stream_send`` appends them to the stream's ``StreamBuffer`` and
+# the connection's ``send_task`` sends what the peer's flow-control window
+# allows (hypercorn/protocol/h2.py, ``_send_data``). A client that keeps
+# reading the socket but never sends WINDOW_UPDATE keeps that window at 0 for
+# ever: fix 2's deadline never applies (nothing is being written, the socket
+# is fine) and nothing else notices. The stream, its handler and its
+# connection slot live as long as the client likes, and the buffer grows by
+# every message sent: ``pop(0)`` on a window-less stream sets the buffer's
+# "paused" event, so ``push`` never waits, even far past its high-water mark.
+# A close (``EndData``) waits in ``StreamBuffer.drain()`` for ever.
+# Test: tests/integration/test_http2.py::
+#     test_a_client_that_stops_granting_window_is_cut_off_after_the_send_timeout
+#
+# Fix: when the send task finds data waiting on a stream without window, a
+# watchdog starts for that stream; it is called off as soon as data can move
+# again (window granted, or nothing left to send) or the stream closes. If it
+# is still stalled after the send timeout (``SHUTDOWN_SEND_GRACE`` once
+# shutdown has begun, which shortens watchdogs already running, as fix 2's
+# writes), the stream is reset (RST_STREAM, CANCEL) and then closed as a
+# client's own RST_STREAM closes it: the app gets ``websocket.disconnect``,
+# its handler ends, the send task drops the stream's buffer.
+
+
+def _stream_send_timeout(config: Config) -> float:
+    """How long (seconds) a stream may wait for window: the server's send timeout."""
+    return float(getattr(config, "ticker_send_timeout", _send_timeout))
+
+
+def _bound_http2_flow_control_waits() -> None:
+    import h2.errors
+    import h2.exceptions
+    from hypercorn.protocol.h2 import H2Protocol
+
+    send_data = H2Protocol._send_data
+    close_stream = H2Protocol._close_stream
+
+    def watchdogs(self: H2Protocol) -> dict[int, trio.CancelScope]:
+        """The connection's running watchdogs, by stream id."""
+        found: dict[int, trio.CancelScope] = vars(self).setdefault("_ticker_stalls", {})
+        return found
+
+    def stalled(self: H2Protocol, stream_id: int) -> bool:
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is None or not buffer.buffer:
+            return False  # nothing waits
+        try:
+            return self.connection.local_flow_control_window(stream_id) <= 0
+        except h2.exceptions.ProtocolError:
+            return False  # the stream is closed: ``_send_data`` drops its buffer
+
+    async def cut_off_unless_granted(
+        self: H2Protocol, stream_id: int, watchdog: trio.CancelScope
+    ) -> None:
+        terminated = self.context.terminated
+        timeout = SHUTDOWN_SEND_GRACE if terminated.is_set() else _stream_send_timeout(self.config)
+        shortened = terminated.writes if isinstance(terminated, _ShutdownAwareEvent) else set()
+        with watchdog:
+            watchdog.deadline = trio.current_time() + timeout
+            shortened.add(watchdog)
+            try:
+                await trio.sleep_forever()
+            finally:
+                shortened.discard(watchdog)
+        stalls = watchdogs(self)
+        if stalls.get(stream_id) is not watchdog:
+            return  # called off: the window opened, or the stream closed
+        del stalls[stream_id]
+        if self.closed or stream_id not in self.streams:
+            return
+        host, port = self.client if self.client is not None else ("unknown peer", "")
+        log.warning(
+            "%s:%s stopped granting HTTP/2 flow-control window: stream %d reset after %.1f s"
+            " without progress",
+            host,
+            port,
+            stream_id,
+            timeout,
+        )
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # closed meanwhile
+                self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            await self._flush()
+            # As for a client's RST_STREAM (``_handle_events``, ``StreamReset``).
+            await self._close_stream(stream_id)
+            await self._window_updated(stream_id)
+
+    async def watched_send_data(self: H2Protocol, stream_id: int) -> None:
+        stalls = watchdogs(self)
+        if stalled(self, stream_id):
+            if stream_id not in stalls:
+                stalls[stream_id] = watchdog = trio.CancelScope()
+                self.task_group.spawn(cut_off_unless_granted, self, stream_id, watchdog)
+        elif (called_off := stalls.pop(stream_id, None)) is not None:
+            called_off.cancel()  # progress
+        await send_data(self, stream_id)
+
+    async def unwatched_close_stream(self: H2Protocol, stream_id: int) -> None:
+        if (watchdog := watchdogs(self).pop(stream_id, None)) is not None:
+            watchdog.cancel()
+        await close_stream(self, stream_id)
+
+    H2Protocol._send_data = watched_send_data  # type: ignore[method-assign]
+    H2Protocol._close_stream = unwatched_close_stream  # type: ignore[method-assign]

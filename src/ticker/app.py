@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 from quart import Response, request, websocket
@@ -62,6 +63,29 @@ class Connections:
             scope.cancel()
 
 
+@dataclass(eq=False)
+class ServerClose:
+    """How the server itself ended a websocket (1002, 1007, 1009, 1011), for the log line."""
+
+    code: int | None = None
+    reason: str = ""
+
+    def watching(self, receive: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """``receive``, noting a disconnect that the server started (it carries a reason)."""
+
+        async def receive_noting_close() -> Any:
+            event = await receive()
+            if event["type"] == "websocket.disconnect" and event.get("reason"):
+                self.code, self.reason = event["code"], event["reason"]
+            return event
+
+        return receive_noting_close
+
+
+#: The current websocket's ``ServerClose``; the handler task inherits it.
+_server_close: ContextVar[ServerClose] = ContextVar("ticker_server_close")
+
+
 class TickerApp(QuartTrio):
     """The ticker service: a Quart-Trio app that knows its settings and its websockets."""
 
@@ -82,9 +106,31 @@ class TickerApp(QuartTrio):
             self.metrics.publish(self.tally)
 
     @property
-    def max_message_size(self) -> int:
-        """The largest client message, in bytes; Hypercorn is told too (_hypercorn_fixes)."""
-        return self.settings.limits.max_message_size
+    def websocket_policy(self) -> _hypercorn_fixes.WebsocketPolicy:
+        """What the server must enforce for this app's websockets (see ``_hypercorn_fixes``)."""
+        settings = self.settings
+        return _hypercorn_fixes.WebsocketPolicy(
+            max_message_size=settings.limits.max_message_size,
+            send_timeout=settings.send_timeout,
+            compression=settings.compression,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            close_timeout=settings.close_timeout,
+            frame_rate=settings.frame_rate,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        # Quart drops the disconnect event's code; the handler wants it for its
+        # log line when the server (not ticker's session) closed the websocket.
+        server_close = ServerClose()
+        token = _server_close.set(server_close)
+        try:
+            await super().__call__(scope, server_close.watching(receive), send)
+        finally:
+            _server_close.reset(token)
 
     def begin_shutdown(self) -> None:
         """Called by the server when graceful shutdown begins (see ``_hypercorn_fixes``)."""
@@ -101,7 +147,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     """
     settings = Settings.from_env() if settings is None else settings
     _configure_logging(settings.log_level)
-    _hypercorn_fixes.apply(send_timeout=settings.send_timeout)
+    _hypercorn_fixes.apply()
     app = TickerApp(settings)
     # Browsers revalidate the page's files (cheap 304s), so an upgrade shows at once.
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 0
@@ -161,6 +207,15 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     @app.websocket("/ws")
     async def ws() -> Response | None:
         peer = _peer()
+        origin = websocket.headers.get("Origin")
+        if not _origin_allowed(origin, settings):
+            # Another site's page, using its visitor's browser: no websocket.
+            log.warning("%s refused: origin %s is not allowed", peer, origin or "(none)")
+            return Response(
+                f"origin {origin or '(none)'} may not open a websocket here.\n",
+                status=403,
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
         if connections.closing or connections.open >= settings.max_connections:
             # Refused before the handshake completes: the client gets an HTTP status.
             why = "shutting down" if connections.closing else "at its connection limit"
@@ -172,6 +227,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
         opened = trio.current_time()
         session = Session(websocket.send, settings.limits, _first_error_logger(peer), tally)
         outcome = "client left"
+        server_close = _server_close.get(None)
         try:
             await websocket.accept()
             log.info("%s connected (%d open)", peer, connections.open)
@@ -193,6 +249,8 @@ def create_app(settings: Settings | None = None) -> TickerApp:
                 outcome = f"closed with {close.code} ({close.reason})"
                 await websocket.close(close.code, close.reason)
         finally:
+            if server_close is not None and server_close.code is not None:
+                outcome = f"closed with {server_close.code} ({server_close.reason})"
             connections.open -= 1
             if metrics is not None:
                 metrics.connections.dec()
@@ -225,6 +283,15 @@ def _peer() -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{host}:{port}" if port else host
+
+
+def _origin_allowed(origin: str | None, settings: Settings) -> bool:
+    """A browser says which page opened the socket; other clients send no Origin."""
+    if settings.allowed_origins is None:
+        return True
+    if origin is None:
+        return not settings.require_origin
+    return origin.strip().rstrip("/").lower() in settings.allowed_origins
 
 
 def _refusal(why: str, limit: int) -> Response:

@@ -14,6 +14,18 @@ DEFAULT_MAX_CONNECTIONS: Final = 10_000  # open websockets per process
 #: How long one write may wait for a client that stopped reading before its
 #: connection is reset (only a client whose TCP window stays full waits at all).
 DEFAULT_SEND_TIMEOUT: Final = 5.0  # seconds
+#: Keepalive (``TICKER_PING_INTERVAL``/``TICKER_PING_TIMEOUT``): the values the
+#: websockets library and uvicorn use; a NAT mapping outlives 20 s of silence.
+DEFAULT_PING_INTERVAL: Final = 20.0  # seconds between pings; 0 turns keepalive off
+DEFAULT_PING_TIMEOUT: Final = 20.0  # seconds a pong may take
+#: How long the server waits for the client's answer to its close frame before
+#: it closes the TCP connection anyway (websockets' ``close_timeout``).
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0  # seconds
+#: Frames a connection may send per second on average, and in one burst, before
+#: the server reads it more slowly. Generous: the page sends a few per minute.
+DEFAULT_FRAME_RATE: Final = 1000  # frames per second
+#: The ``TICKER_ALLOWED_ORIGINS`` entry that also refuses handshakes without Origin.
+REQUIRE_ORIGIN: Final = "require-origin"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Smaller than this and not even ``{"type":"start","interval":0.5,"count":10}`` fits.
 MIN_MESSAGE_SIZE: Final = 64  # bytes
@@ -39,6 +51,22 @@ class Settings:
     #: How many reverse proxies in front append to ``X-Forwarded-For``
     #: (``TICKER_PROXY_HOPS``). 0 ignores the header: nobody can spoof an address.
     proxy_hops: int = 0
+    #: Negotiate permessage-deflate when a client offers it (``TICKER_COMPRESSION``).
+    compression: bool = False
+    #: Seconds between keepalive pings (``TICKER_PING_INTERVAL``); 0 means none.
+    ping_interval: float = DEFAULT_PING_INTERVAL
+    #: Seconds a pong may take before the connection is closed with 1011.
+    ping_timeout: float = DEFAULT_PING_TIMEOUT
+    #: Seconds to wait for the answer to a close frame (``TICKER_CLOSE_TIMEOUT``).
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    #: Frames per second a connection is read at, at most, on average.
+    frame_rate: int = DEFAULT_FRAME_RATE
+    #: Origins whose pages may open a websocket (``TICKER_ALLOWED_ORIGINS``);
+    #: None means any.
+    allowed_origins: frozenset[str] | None = None
+    #: Also refuse handshakes without an Origin header, i.e. non-browser clients
+    #: (the entry ``require-origin`` in ``TICKER_ALLOWED_ORIGINS``).
+    require_origin: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +96,10 @@ class Settings:
                 unit=" bytes",
             ),
         )
+        origins = _origins(env, "TICKER_ALLOWED_ORIGINS")
+        require_origin = origins is not None and REQUIRE_ORIGIN in origins
+        if origins is not None:
+            origins -= {REQUIRE_ORIGIN}
         return cls(
             limits=limits,
             max_connections=_integer(
@@ -78,6 +110,15 @@ class Settings:
             metrics=_switch(env, "TICKER_METRICS", default=True),
             metrics_dir=_raw(env, "TICKER_METRICS_DIR"),
             proxy_hops=_integer(env, "TICKER_PROXY_HOPS", 0, minimum=0),
+            compression=_switch(env, "TICKER_COMPRESSION", default=False),
+            ping_interval=_seconds(
+                env, "TICKER_PING_INTERVAL", DEFAULT_PING_INTERVAL, zero_means_off=True
+            ),
+            ping_timeout=_seconds(env, "TICKER_PING_TIMEOUT", DEFAULT_PING_TIMEOUT),
+            close_timeout=_seconds(env, "TICKER_CLOSE_TIMEOUT", DEFAULT_CLOSE_TIMEOUT),
+            frame_rate=_integer(env, "TICKER_FRAME_RATE", DEFAULT_FRAME_RATE, minimum=10),
+            allowed_origins=origins,
+            require_origin=require_origin,
         )
 
 
@@ -90,7 +131,9 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, zero_means_off: bool = False
+) -> float:
     raw = _raw(env, name)
     if raw is None:
         return default
@@ -98,9 +141,34 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if zero_means_off and value == 0:
+        return 0.0
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive, finite number of seconds, got {raw!r}")
+        kind = "positive (or 0 for off)" if zero_means_off else "positive"
+        raise ConfigError(f"{name} must be a {kind}, finite number of seconds, got {raw!r}")
     return value
+
+
+def _origins(env: Mapping[str, str], name: str) -> frozenset[str] | None:
+    """``https://a.example, http://localhost:8000`` → the set; each must be an origin."""
+    raw = _raw(env, name)
+    if raw is None:
+        return None
+    origins = set()
+    for item in raw.split(","):
+        origin = item.strip().rstrip("/").lower()
+        # "null" is what a browser sends from a file:// or sandboxed page.
+        if origin in ("null", REQUIRE_ORIGIN):
+            origins.add(origin)
+            continue
+        scheme, sep, host = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not host or "/" in host:
+            raise ConfigError(
+                f"{name} must be a comma-separated list of origins like "
+                f"https://ticker.example.org, got {item.strip()!r}"
+            )
+        origins.add(origin)
+    return frozenset(origins)
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
