@@ -23,7 +23,8 @@ import trio
 import wsproto
 import wsproto.events
 from hypercorn.config import Config
-from wsproto.frame_protocol import FrameProtocol
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from ticker.app import create_app
 from ticker.config import Settings
@@ -259,8 +260,12 @@ class RawWebsocket:
         *,
         tls: ssl.SSLContext | None = None,
         source: str | None = None,
+        extensions: list[Extension] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> RawWebsocket:
-        client, event = await cls.handshake(server, receive_buffer, tls=tls, source=source)
+        client, event = await cls.handshake(
+            server, receive_buffer, tls=tls, source=source, extensions=extensions, headers=headers
+        )
         assert isinstance(event, wsproto.events.AcceptConnection), event
         return client
 
@@ -272,12 +277,16 @@ class RawWebsocket:
         *,
         tls: ssl.SSLContext | None = None,
         source: str | None = None,
+        extensions: list[Extension] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[RawWebsocket, wsproto.events.Event]:
         """Open the websocket; the event says whether it was accepted or rejected.
 
         A small ``receive_buffer`` (bytes) makes a client that stops reading
         fill its TCP window quickly. ``tls`` speaks wss://; ``source`` is the
         local address to connect from (any of 127.0.0.0/8 works on loopback).
+        ``extensions`` are offered (wsproto's objects); ``headers`` are added
+        as they are, e.g. a browser's exact ``Sec-WebSocket-Extensions`` or ``Origin``.
         """
         sock = trio.socket.socket()
         if receive_buffer is not None:
@@ -289,7 +298,11 @@ class RawWebsocket:
         if tls is not None:
             stream = trio.SSLStream(stream, tls, server_hostname=server.host)
         client = cls(stream, sock)
-        await client._send(wsproto.events.Request(host=server.host, target="/ws"))
+        extra = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+        request = wsproto.events.Request(
+            host=server.host, target="/ws", extensions=extensions or [], extra_headers=extra
+        )
+        await client._send(request)
         return client, await client.next_event()
 
     @staticmethod
@@ -314,6 +327,10 @@ class RawWebsocket:
     async def send_bytes(self, data: bytes) -> None:
         await self._send(wsproto.events.BytesMessage(data=data))
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes on the wire as they are: frames built by hand."""
+        await self.stream.send_all(data)
+
     async def close_code(self) -> int:
         """Skip messages until the server's close frame; its code."""
         while True:
@@ -332,3 +349,48 @@ class RawWebsocket:
         """Reset the TCP connection: no close frame, no FIN."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.stream.aclose()
+
+
+async def ticking_client(server: Server, interval: str = "0.01") -> RawWebsocket:
+    client = await RawWebsocket.connect(server)
+    assert (await client.receive_json())["type"] == "hello"
+    await client.send_text(interval)
+    assert (await client.receive_json())["type"] == "started"
+    return client
+
+
+def raw_frame(opcode: Opcode, payload: bytes, fin: bool = True, *, rsv1: bool = False) -> bytes:
+    """A masked client frame built by hand, so it can carry what wsproto would refuse.
+
+    ``rsv1`` marks the payload as compressed (RFC 7692).
+    """
+    mask = os.urandom(4)
+    header = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode.value])
+    length = len(payload)
+    if length < 126:
+        header += bytes([0x80 | length])
+    elif length < 2**16:
+        header += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def worker_pid(parent: int) -> int:
+    """Hypercorn runs the app in a spawned child process; its pid."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    workers = [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 1, children
+    return workers[0]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover

@@ -203,3 +203,37 @@ async def test_a_worker_publishes_what_it_counted_when_it_stops(
                 pass
         assert ticks_sent() == before  # counted, not yet published
     assert ticks_sent() == before + 3  # published as the app stopped serving
+
+
+ALLOWED = Settings(allowed_origins=frozenset({"https://ticker.example.org"}))
+
+
+@pytest.mark.parametrize(
+    ("settings", "origin", "allowed"),
+    [
+        (Settings(), "https://elsewhere.example", True),  # default: any origin
+        (ALLOWED, "https://ticker.example.org", True),
+        (ALLOWED, "HTTPS://Ticker.Example.org", True),  # origins compare case-blind
+        (ALLOWED, "https://ticker.example.org.evil.example", False),
+        (ALLOWED, "http://ticker.example.org", False),  # another scheme is another origin
+        (ALLOWED, "null", False),
+        (ALLOWED, None, True),  # not a browser: allowed unless the list says otherwise
+        (Settings(allowed_origins=frozenset(), require_origin=True), None, False),
+    ],
+)
+async def test_only_listed_origins_may_open_a_websocket(
+    settings: Settings, origin: str | None, allowed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = create_app(settings).test_client()
+    headers = {} if origin is None else {"Origin": origin}
+    async with client.websocket("/ws", headers=headers) as ws:
+        if allowed:
+            assert json.loads(await ws.receive())["type"] == "hello"
+            return
+        with pytest.raises(WebsocketResponseError) as info:
+            await ws.receive()
+    assert info.value.response.status_code == 403
+    assert "may not open a websocket" in await info.value.response.get_data(as_text=True)
+    assert f"refused: origin {origin or '(none)'} is not allowed" in caplog.text
+    health = await (await client.get("/healthz")).get_json()
+    assert health["connections"] == 0

@@ -17,6 +17,13 @@ def test_defaults() -> None:
         metrics=True,
         metrics_dir=None,
         proxy_hops=0,
+        compression=False,
+        ping_interval=20.0,
+        ping_timeout=20.0,
+        close_timeout=10.0,
+        frame_rate=1000,
+        allowed_origins=None,
+        require_origin=False,
     )
     assert Limits() == Limits(0.01, 86400.0, 1_000_000, 4096)
 
@@ -34,6 +41,12 @@ def test_every_variable_overrides_its_setting() -> None:
             "TICKER_METRICS": "Off",
             "TICKER_METRICS_DIR": "/var/lib/ticker",
             "TICKER_PROXY_HOPS": "1",
+            "TICKER_COMPRESSION": "on",
+            "TICKER_PING_INTERVAL": "0",
+            "TICKER_PING_TIMEOUT": "5",
+            "TICKER_CLOSE_TIMEOUT": "2",
+            "TICKER_FRAME_RATE": "50",
+            "TICKER_ALLOWED_ORIGINS": "https://Ticker.example.org/ , http://127.0.0.1:8000",
             "UNRELATED": "x",
         }
     )
@@ -45,7 +58,20 @@ def test_every_variable_overrides_its_setting() -> None:
         metrics=False,
         metrics_dir="/var/lib/ticker",
         proxy_hops=1,
+        compression=True,
+        ping_interval=0.0,
+        ping_timeout=5.0,
+        close_timeout=2.0,
+        frame_rate=50,
+        allowed_origins=frozenset({"https://ticker.example.org", "http://127.0.0.1:8000"}),
+        require_origin=False,
     )
+
+
+def test_require_origin_in_the_list_refuses_clients_without_one() -> None:
+    settings = Settings.from_env({"TICKER_ALLOWED_ORIGINS": "null, require-origin"})
+    assert settings.allowed_origins == frozenset({"null"})
+    assert settings.require_origin
 
 
 @pytest.mark.parametrize(
@@ -76,6 +102,15 @@ def test_metrics_switch(value: str, expected: bool) -> None:
         ("TICKER_METRICS_DIR", " ", "is set but empty"),
         ("TICKER_PROXY_HOPS", "-1", "must be at least 0, got -1"),
         ("TICKER_PROXY_HOPS", "one", "must be a whole number, got 'one'"),
+        ("TICKER_COMPRESSION", "deflate", "must be on or off, got 'deflate'"),
+        ("TICKER_PING_INTERVAL", "-1", "must be a positive (or 0 for off), finite number"),
+        ("TICKER_PING_INTERVAL", "soon", "must be a number of seconds, got 'soon'"),
+        ("TICKER_PING_TIMEOUT", "0", "must be a positive, finite number of seconds"),
+        ("TICKER_CLOSE_TIMEOUT", "inf", "must be a positive, finite number of seconds"),
+        ("TICKER_FRAME_RATE", "5", "must be at least 10, got 5"),
+        ("TICKER_ALLOWED_ORIGINS", "ticker.example.org", "comma-separated list of origins"),
+        ("TICKER_ALLOWED_ORIGINS", "https://a.example/page", "got 'https://a.example/page'"),
+        ("TICKER_ALLOWED_ORIGINS", "ftp://a.example", "comma-separated list of origins"),
         ("TICKER_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"),
     ],
 )
