@@ -29,6 +29,10 @@ from .stats import LatenessRecorder, Summary
 DEFAULT_URL: Final = "ws://127.0.0.1:8000/ws"
 CONNECT_TIMEOUT: Final = 10.0  # seconds to open the websocket
 CLOSE_TIMEOUT: Final = 2.0  # seconds to wait for the server's close reply on exit
+#: Keepalive, the server's own defaults: a dead server (or a dead network in
+#: between) is noticed within interval + timeout, however long the schedule.
+PING_INTERVAL: Final = 20.0  # seconds between pings; 0 turns them off
+PING_TIMEOUT: Final = 20.0  # seconds a pong may take
 
 EXIT_DONE: Final = 0
 EXIT_CONNECTION: Final = 1
@@ -91,6 +95,8 @@ class Watch:
     interval: float
     count: int | None
     as_json: bool
+    ping_interval: float = PING_INTERVAL
+    ping_timeout: float = PING_TIMEOUT
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     recorder: LatenessRecorder = field(default_factory=LatenessRecorder)
@@ -164,7 +170,7 @@ class Watch:
             async with open_websocket_url(
                 self.url, connect_timeout=CONNECT_TIMEOUT, disconnect_timeout=CLOSE_TIMEOUT
             ) as ws:
-                await self._converse(ws)
+                await self._converse_while_alive(ws)
         except ConnectionRejected as error:
             raise WatchError(
                 EXIT_CONNECTION, f"{self.url} refused the websocket: HTTP {error.status_code}"
@@ -184,6 +190,48 @@ class Watch:
             if reason is not None and reason.reason:
                 detail += f": {reason.reason}"
             raise WatchError(EXIT_CONNECTION, f"connection to {self.url} lost ({detail})") from None
+
+    async def _converse_while_alive(self, ws: WebSocketConnection) -> None:
+        """``_converse``, while keepalive pings check that the server is still there."""
+        ended: list[WatchError | ConnectionClosed] = []
+        async with trio.open_nursery() as nursery:
+
+            async def converse() -> None:
+                try:
+                    await self._converse(ws)
+                except (WatchError, ConnectionClosed) as error:
+                    ended.append(error)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(converse)
+            if self.ping_interval > 0:
+                nursery.start_soon(self._keep_alive, ws, ended, nursery.cancel_scope)
+        if ended:
+            raise ended[0]
+
+    async def _keep_alive(
+        self,
+        ws: WebSocketConnection,
+        ended: list[WatchError | ConnectionClosed],
+        conversation: trio.CancelScope,
+    ) -> None:
+        while True:
+            await trio.sleep(self.ping_interval)
+            with trio.move_on_after(self.ping_timeout) as waited:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return  # the conversation reports it
+            if waited.cancelled_caught:
+                ended.append(
+                    WatchError(
+                        EXIT_CONNECTION,
+                        f"connection to {self.url} lost "
+                        f"(no answer to a keepalive ping within {self.ping_timeout:g} s)",
+                    )
+                )
+                conversation.cancel()
+                return
 
     async def _converse(self, ws: WebSocketConnection) -> None:
         hello = await self._receive(ws)
@@ -291,6 +339,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A positive number of seconds, or 0 for "off"."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # positive_float names the problem
+    return positive_float(text)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -329,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", "-n", type=positive_int, metavar="N", help="stop after N ticks (default: never)"
     )
     watch.add_argument(
+        "--ping-interval",
+        type=non_negative_float,
+        default=PING_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between keepalive pings, 0 for none (default {PING_INTERVAL:g})",
+    )
+    watch.add_argument(
+        "--ping-timeout",
+        type=positive_float,
+        default=PING_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up when a pong takes longer (default {PING_TIMEOUT:g})",
+    )
+    watch.add_argument(
         "--json",
         action="store_true",
         help="print every server message as JSON Lines on stdout; the summary goes to stderr",
@@ -338,7 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 with a usage line on bad input
-    watch = Watch(url=args.url, interval=args.interval, count=args.count, as_json=args.json)
+    watch = Watch(
+        url=args.url,
+        interval=args.interval,
+        count=args.count,
+        as_json=args.json,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+    )
     try:
         trio.run(watch.run)
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was listening

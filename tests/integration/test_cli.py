@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+import wsproto
+import wsproto.events
 
 from ..support import STEP_TIMEOUT, serve_ticker
 
@@ -202,3 +204,57 @@ async def test_wss_works_with_a_trusted_certificate(
             )
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout)[0] == f"watching {url}: every 0.02 s, 2 ticks"
+
+
+async def serve_a_server_that_stops_answering(
+    *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Speaks ticker's first messages, then goes silent: reads, but never answers a ping."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while True:
+            data = await stream.receive_some()
+            if not data:
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, wsproto.events.Request):
+                    await stream.send_all(ws.send(wsproto.events.AcceptConnection()))
+                    hello = '{"type":"hello","version":"0","min_interval":0.01,"max_interval":9}'
+                    await stream.send_all(ws.send(wsproto.events.TextMessage(hello)))
+                elif isinstance(event, wsproto.events.TextMessage):
+                    started = '{"type":"started","id":1,"interval":5,"count":null}'
+                    await stream.send_all(ws.send(wsproto.events.TextMessage(started)))
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(one, listeners)
+
+
+async def test_a_server_that_stops_answering_pings_exits_1_naming_the_cause() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_a_server_that_stops_answering)
+        url = f"ws://127.0.0.1:{port}/ws"
+        args = ("--ping-interval", "0.3", "--ping-timeout", "0.5")
+        result = await ticker("watch", url, "-i", "5", *args)
+        nursery.cancel_scope.cancel()
+    assert result.returncode == 1
+    assert lines(result.stderr) == [
+        f"ticker: connection to {url} lost (no answer to a keepalive ping within 0.5 s)"
+    ]
+
+
+async def test_keepalive_pings_are_answered_by_ticker_itself() -> None:
+    async with serve_ticker() as server:
+        args = ("--ping-interval", "0.05", "--ping-timeout", "2")
+        result = await ticker("watch", server.ws_url, "-i", "0.1", "-n", "10", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+async def test_a_bad_ping_interval_is_a_usage_error(value: str) -> None:
+    result = await ticker("watch", "-i", "1", "--ping-interval", value)
+    assert result.returncode == 2
+    assert b"--ping-interval" in result.stderr
