@@ -72,10 +72,22 @@ def substitute(text: str, old: str, new: str, count: int = 1) -> str:
 
 
 def render_site(
-    *, http_port: int, https_port: int, upstream_port: int, cert: Path, key: Path
+    *,
+    http_port: int,
+    https_port: int,
+    upstream_port: int,
+    cert: Path,
+    key: Path,
+    read_timeout: str | None = None,
 ) -> str:
-    """deploy/nginx.conf with a deployment's values filled in, IPv4 loopback only."""
+    """deploy/nginx.conf with a deployment's values filled in, IPv4 loopback only.
+
+    ``read_timeout`` replaces the websocket location's ``proxy_read_timeout``,
+    so a test can outlast it in seconds instead of a minute.
+    """
     site = SITE_FILE.read_text()
+    if read_timeout is not None:
+        site = substitute(site, "proxy_read_timeout 60s;", f"proxy_read_timeout {read_timeout};")
     site = substitute(site, "listen 80;", f"listen 127.0.0.1:{http_port};")
     site = substitute(site, "    listen [::]:80;\n", "")
     site = substitute(site, "listen 443 ssl ", f"listen 127.0.0.1:{https_port} ssl ")
@@ -208,7 +220,7 @@ async def wait_for_port(port: int, process: trio.Process, log: Path) -> None:
 
 @asynccontextmanager
 async def open_stack(
-    tmp_path: Path, tls: TLS, env: dict[str, str] | None = None
+    tmp_path: Path, tls: TLS, env: dict[str, str] | None = None, *, read_timeout: str | None = None
 ) -> AsyncIterator[Stack]:
     """The recipe: ``hypercorn ... --workers 2`` with TICKER_PROXY_HOPS=1, nginx in front."""
     folder = tmp_path / "empty"  # the server runs from an empty folder, as a user's would
@@ -227,6 +239,7 @@ async def open_stack(
             upstream_port=hypercorn.server.port,
             cert=tls.cert,
             key=tls.key,
+            read_timeout=read_timeout,
         )
         root = tmp_path / "nginx"
         async with run_nginx(root, site) as nginx:

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import trio
+import wsproto.events
 from trio_websocket import open_websocket_url
 
 from ..support import (
@@ -242,3 +244,40 @@ async def test_a_stalled_reader_behind_nginx_does_not_block_shutdown(
         assert "127.0.0.4 disconnected after" in stack.hypercorn.text
         assert "Traceback" not in stack.hypercorn.text
         del client
+
+
+@pytest.mark.parametrize("pings", [True, False], ids=["keepalive on", "keepalive off"])
+async def test_a_long_interval_outlasts_nginxs_read_timeout_thanks_to_keepalive(
+    tmp_path: Path, tls: TLS, pings: bool
+) -> None:
+    # The recipe's 60 s read timeout against 20 s pings, scaled down: a 2 s
+    # read timeout, 0.5 s pings, and a tick due after 4 s. Without pings
+    # nginx closes the quiet websocket first: what the timeout is for.
+    env = {"TICKER_PING_INTERVAL": "0.5" if pings else "0"}
+    interval = 4.0
+    async with open_stack(tmp_path, tls, env, read_timeout="2s") as stack:
+        client = await RawWebsocket.connect(stack.server, tls=tls.client_context)
+        assert (await client.receive_json())["type"] == "hello"
+        await client.send_text(json.dumps({"type": "start", "interval": interval, "count": 1}))
+        assert (await client.receive_json())["type"] == "started"
+        messages: list[dict[str, object]] = []
+        with trio.fail_after(interval + STEP_TIMEOUT):
+            while len(messages) < 2:
+                try:
+                    event = await client.next_event()
+                except trio.BrokenResourceError:
+                    break  # nginx dropped the connection
+                if isinstance(event, wsproto.events.Ping):  # as every browser does
+                    await client.send_raw(client.ws.send(event.response()))
+                elif isinstance(event, wsproto.events.TextMessage):
+                    messages.append(json.loads(event.data))
+                else:
+                    break  # closed
+        await client.stream.aclose()
+    if pings:
+        assert messages == [
+            {"type": "tick", "id": 1, "seq": 1, "time": messages[0]["time"]},
+            {"type": "done", "id": 1, "sent": 1, "skipped": 0},
+        ]
+    else:
+        assert messages == []
