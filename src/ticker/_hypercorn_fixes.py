@@ -540,6 +540,8 @@ def _own_the_websocket_conversation() -> None:
                 await trio.sleep(wait)
             elif talk.frames % FRAMES_PER_CHECKPOINT == 0:
                 await trio.lowlevel.checkpoint()
+            if self.closed:  # ended while we waited (the close deadline, a reset)
+                return
             if isinstance(event, CloseConnection):
                 if connection.state is ConnectionState.OPEN:
                     # Not a close frame: wsproto could not parse what came.
@@ -558,7 +560,7 @@ def _own_the_websocket_conversation() -> None:
                     self.buffer.extend(event)
                 except FrameTooLargeError:
                     limit = talk.policy.max_message_size
-                    await _server_close(self, 1009, f"message too big (over {limit} bytes)")
+                    await _server_close(self, 1009, f"message too big: over {limit} bytes")
                     return
                 if event.message_finished:
                     await self.app_put(self.buffer.to_message())  # type: ignore[misc]
@@ -604,9 +606,9 @@ def _own_the_websocket_conversation() -> None:
 def _refusal(event: CloseConnection, policy: WebsocketPolicy) -> str:
     """The reason to send for a frame wsproto could not parse (its own say "error in …")."""
     if event.code == CloseReason.MESSAGE_TOO_BIG:
-        return f"message too big (over {policy.max_message_size} bytes inflated)"
+        return f"message too big: over {policy.max_message_size} bytes inflated"
     if event.code == CloseReason.INVALID_FRAME_PAYLOAD_DATA:
-        return "invalid frame payload (not UTF-8, or not deflate)"
+        return "invalid frame payload: not UTF-8, or not deflate"
     return f"protocol error: {event.reason or 'invalid frame'}"
 
 
@@ -643,9 +645,8 @@ async def _keep_alive(stream: WSStream, talk: _Conversation) -> None:
                 await talk.pong.wait()
             timed_out = waiting.cancelled_caught
     if timed_out:
-        await _server_close(
-            stream, 1011, f"keepalive ping timeout (no pong within {policy.ping_timeout:g} s)"
-        )
+        log.warning("%s sent no pong within %g s", _client(stream), policy.ping_timeout)
+        await _server_close(stream, 1011, "keepalive ping timeout")
 
 
 # ---------------------------------------------------------------------------
@@ -703,6 +704,20 @@ def trust_proxies(app: ASGIFramework, hops: int) -> ASGIFramework:
 # writes), the stream is reset (RST_STREAM, CANCEL) and then closed as a
 # client's own RST_STREAM closes it: the app gets ``websocket.disconnect``,
 # its handler ends, the send task drops the stream's buffer.
+#
+# Upstream problem, the same waits once the connection is gone: when the
+# connection closes (fix 2's reset of a peer that stopped reading, a TCP
+# reset), ``H2Protocol.handle(Closed)`` tells the streams but leaves their
+# buffers open, and the send task, the only one that releases a writer waiting
+# in ``push`` (over the high-water mark) or ``drain``, has ended. The app's
+# task waits there for ever; Quart's reader, its queue full, never reaches
+# the disconnect; the handler holds its slot until shutdown cancels it.
+# Test: tests/integration/test_http2.py::
+#     test_a_client_that_stops_reading_over_http2_is_reset_after_the_send_timeout
+#
+# Fix: once the connection is closed, close every stream's buffer: waiting
+# writers return, later writes are dropped (``BufferCompleteError``, which
+# ``stream_send`` ignores).
 
 
 def _stream_send_timeout(config: Config) -> float:
@@ -717,6 +732,7 @@ def _bound_http2_flow_control_waits() -> None:
 
     send_data = H2Protocol._send_data
     close_stream = H2Protocol._close_stream
+    handle = H2Protocol.handle
 
     def watchdogs(self: H2Protocol) -> dict[int, trio.CancelScope]:
         """The connection's running watchdogs, by stream id."""
@@ -783,5 +799,12 @@ def _bound_http2_flow_control_waits() -> None:
             watchdog.cancel()
         await close_stream(self, stream_id)
 
+    async def handle_then_release_writers(self: H2Protocol, event: Event) -> None:
+        await handle(self, event)
+        if isinstance(event, Closed):
+            for buffer in list(self.stream_buffers.values()):
+                await buffer.close()  # nobody is left to send what they hold
+
     H2Protocol._send_data = watched_send_data  # type: ignore[method-assign]
     H2Protocol._close_stream = unwatched_close_stream  # type: ignore[method-assign]
+    H2Protocol.handle = handle_then_release_writers  # type: ignore[method-assign]

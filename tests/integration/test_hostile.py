@@ -150,7 +150,7 @@ async def test_decompression_bombs_are_refused_after_inflating_little(tmp_path: 
         await bystander.abort()
     # Stock wsproto inflates each bomb whole: 800 MiB. Bounded: a few KiB each.
     assert growth < 50, f"peak RSS grew by {growth:.0f} MiB"
-    assert "message too big (over 4096 bytes inflated): closed with 1009" in running.text
+    assert "message too big: over 4096 bytes inflated: closed with 1009" in running.text
 
 
 # --- closing ---------------------------------------------------------------------------
@@ -172,7 +172,7 @@ async def test_an_unanswered_close_frees_its_slot_at_once_and_its_socket_in_time
         waited = trio.current_time() - closed_at
         await client.stream.aclose()
     assert waited < 1.0 + STEP_TIMEOUT
-    assert "closed with 1009 (message too big (over 4096 bytes))" in caplog.text
+    assert "closed with 1009 (message too big: over 4096 bytes)" in caplog.text
     assert "did not answer the close frame within 1 s" in caplog.text
 
 
@@ -207,11 +207,12 @@ async def test_keepalive_closes_a_silent_peer_with_1011(caplog: pytest.LogCaptur
                 pings += isinstance(event, wsproto.events.Ping)  # never answered
         assert pings == 1
         assert event.code == 1011
-        assert event.reason == "keepalive ping timeout (no pong within 0.5 s)"
+        assert event.reason == "keepalive ping timeout"
         await wait_for_connections(server, 0)
         await read_until_eof(client)
         await client.stream.aclose()
-    assert "closed with 1011 (keepalive ping timeout" in caplog.text
+    assert "sent no pong within 0.5 s" in caplog.text
+    assert "closed with 1011 (keepalive ping timeout)" in caplog.text
 
 
 async def test_keepalive_keeps_a_client_that_answers() -> None:
