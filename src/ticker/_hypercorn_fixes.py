@@ -435,6 +435,9 @@ def _close_connections_after_a_refused_handshake() -> None:
 
 #: Frames a connection's reader parses between two checkpoints.
 FRAMES_PER_CHECKPOINT: Final = 256
+#: Seconds a connection whose frames no longer parse gets for reading our close
+#: frame before TCP is closed (RFC 6455 §7.1.7 allows closing at once).
+FAILED_CLOSE_WAIT: Final = 1.0
 #: The payload of keepalive pings; any pong counts as an answer (RFC 6455 §5.5.3).
 _PING_PAYLOAD: Final = b"ticker"
 
@@ -463,10 +466,13 @@ class _Conversation:
 
     policy: WebsocketPolicy
     budget: FrameBudget
-    frames: int = 0
+    frames: int = 0  # read so far: also a sign of life while a pong is awaited
     keepalive: trio.CancelScope = field(default_factory=trio.CancelScope)
     closing: trio.CancelScope = field(default_factory=trio.CancelScope)
     pong: trio.Event = field(default_factory=trio.Event)
+    #: Seconds the close deadline waits: ``close_timeout``, or less when the
+    #: client's answer could never be read (its frames no longer parse).
+    close_wait: float | None = None
 
 
 def _conversation(stream: WSStream) -> _Conversation | None:
@@ -544,7 +550,10 @@ def _own_the_websocket_conversation() -> None:
                 return
             if isinstance(event, CloseConnection):
                 if connection.state is ConnectionState.OPEN:
-                    # Not a close frame: wsproto could not parse what came.
+                    # Not a close frame: wsproto could not parse what came,
+                    # so it cannot find the client's answer either: wait only
+                    # as long as the close frame needs to be read.
+                    talk.close_wait = min(talk.policy.close_timeout, FAILED_CLOSE_WAIT)
                     reason = _refusal(event, talk.policy)
                     await _server_close(self, event.code, reason)
                     return
@@ -622,7 +631,7 @@ async def _server_close(stream: WSStream, code: int, reason: str) -> None:
 
 async def _close_deadline(stream: WSStream, talk: _Conversation) -> None:
     """End the TCP connection if the client has not answered our close frame in time."""
-    timeout = talk.policy.close_timeout
+    timeout = talk.policy.close_timeout if talk.close_wait is None else talk.close_wait
     with talk.closing:
         await trio.sleep(timeout)
     if talk.closing.cancelled_caught:
@@ -640,10 +649,13 @@ async def _keep_alive(stream: WSStream, talk: _Conversation) -> None:
         while not timed_out:
             await trio.sleep(policy.ping_interval)
             talk.pong = trio.Event()
+            frames = talk.frames
             await stream._send_wsproto_event(Ping(payload=_PING_PAYLOAD))
             with trio.move_on_after(policy.ping_timeout) as waiting:
                 await talk.pong.wait()
-            timed_out = waiting.cancelled_caught
+            # A client read slowly (fix 9) may have its pong queued behind
+            # its own frames; frames arriving prove it alive just as well.
+            timed_out = waiting.cancelled_caught and talk.frames == frames
     if timed_out:
         log.warning("%s sent no pong within %g s", _client(stream), policy.ping_timeout)
         await _server_close(stream, 1011, "keepalive ping timeout")

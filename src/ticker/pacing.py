@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class FrameBudget:
-    """``rate`` frames per second on average, ``burst`` at once; ``take`` says how long to wait."""
+    """``rate`` frames per second on average, ``burst`` at once; ``take`` says how long to wait.
+
+    Once over budget, a wait earns ``pause`` seconds of frames at once, so a
+    paced reader sleeps once per ``rate * pause`` frames, not once per frame.
+    """
 
     rate: float
     burst: float
+    pause: float = 0.01  # seconds
     _tokens: float = field(init=False)
     _last: float | None = field(default=None, init=False)
 
@@ -29,4 +34,6 @@ class FrameBudget:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
         self._tokens -= 1.0
-        return max(0.0, -self._tokens / self.rate)
+        if self._tokens >= 0:
+            return 0.0
+        return -self._tokens / self.rate + self.pause
