@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
+import h2.errors
+import h2.events
+import h2.exceptions
 import hypercorn.trio
 import hypercorn.trio.run
 import trio
@@ -27,6 +30,7 @@ from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.protocol.events import Request, StreamClosed
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.ws_stream import FrameTooLargeError, Handshake, WSStream
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
@@ -382,12 +386,20 @@ async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
 # ``Connection: close`` and marks the stream closed, but never reports
 # ``StreamClosed``, so the HTTP/1.1 connection is neither closed nor idle:
 # it stays open for ever. A client can hold sockets this way at no cost.
-# Test: tests/integration/test_reliability.py::
+# Over HTTP/2 the refused stream closes while ``H2Protocol._handle_events`` is
+# still handling its request, which then reports the connection busy
+# (hypercorn/protocol/h2.py:253-254) with no stream left to end that: its
+# keep-alive timer never runs again. So after a batch of HTTP/2 events that
+# opened streams, a connection left without streams is reported idle again.
+# Tests: tests/integration/test_reliability.py::
 #     test_a_refused_websocket_handshake_closes_its_connection
+#   tests/integration/test_http2.py::
+#     test_a_refused_http2_handshake_gets_400_and_its_connection_can_idle_out
 
 
 def _close_connections_after_a_refused_handshake() -> None:
     handle = WSStream.handle
+    handle_h2_events = H2Protocol._handle_events
 
     async def patched_handle(self: WSStream, event: Any) -> None:
         was_closed = self.closed
@@ -396,7 +408,14 @@ def _close_connections_after_a_refused_handshake() -> None:
         if refused and not was_closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
+    async def patched_h2_events(self: H2Protocol, events: list[Any]) -> None:
+        await handle_h2_events(self, events)
+        opened = any(isinstance(event, h2.events.RequestReceived) for event in events)
+        if opened and all(stream.idle for stream in self.streams.values()):
+            await self.send(Updated(idle=True))
+
     WSStream.handle = patched_handle  # type: ignore[method-assign]
+    H2Protocol._handle_events = patched_h2_events  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------
@@ -738,10 +757,6 @@ def _stream_send_timeout(config: Config) -> float:
 
 
 def _bound_http2_flow_control_waits() -> None:
-    import h2.errors
-    import h2.exceptions
-    from hypercorn.protocol.h2 import H2Protocol
-
     send_data = H2Protocol._send_data
     close_stream = H2Protocol._close_stream
     handle = H2Protocol.handle

@@ -23,8 +23,8 @@ test here or a note saying why HTTP/2 does not need it:
 - Fix 3 (shutdown closes with 1001) and the early 1009: tests. Both act above
   the protocol (the app's ``begin_shutdown``; the Config's
   ``websocket_max_message_size``, which H2's ``WSStream`` reads as H1's does).
-- Fix 4 (a refused handshake ends its connection): NEEDS AN HTTP/2 VARIANT;
-  its test is a strict xfail until it has one. Over HTTP/2 the 400 goes out
+- Fix 4 (a refused handshake ends its connection): has an HTTP/2 part. Over
+  HTTP/2 the 400 goes out
   fine (h2 strips Hypercorn's ``connection: close``, h2/utilities.py
   ``_strip_connection_headers``) and the fix's ``StreamClosed`` removes the
   refused stream from ``H2Protocol.streams``, which reports
@@ -33,9 +33,9 @@ test here or a note saying why HTTP/2 does not need it:
   ``Updated(idle=False)`` (hypercorn/protocol/h2.py:253-254), which stops the
   keep-alive timer for good: an idle connection that never times out. (Without
   fix 4 the refused stream would also stay in ``streams`` for ever:
-  ``WSStream.idle`` is false in state HANDSHAKE.) A variant: after
-  ``_handle_events`` handled a ``RequestReceived``, report
-  ``Updated(idle=True)`` again if the protocol is idle by then.
+  ``WSStream.idle`` is false in state HANDSHAKE.) So fix 4 also reports
+  ``Updated(idle=True)`` again after a batch of events that opened streams,
+  when the connection is idle by then.
 - Fix 5 (websocket schemes behind a proxy): not needed here: it concerns
   ProxyFixMiddleware behind a TLS proxy, and proxies speak HTTP/1.1 to us;
   with TLS at Hypercorn, ``WSStream`` sets the scheme to "wss" itself
@@ -301,11 +301,6 @@ async def test_an_oversized_message_is_refused_over_http2_before_it_has_all_arri
 # --- fix 4: refused handshakes -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="fix 4 needs an HTTP/2 variant: h2.py:253-254 marks the connection busy after"
-    " the refused stream has closed, so its keep-alive timer never runs (module docstring)",
-    strict=True,
-)
 async def test_a_refused_http2_handshake_gets_400_and_its_connection_can_idle_out(
     certificate: tuple[Path, Path], ca: trustme.CA
 ) -> None:
@@ -318,7 +313,7 @@ async def test_a_refused_http2_handshake_gets_400_and_its_connection_can_idle_ou
             assert await client.next_event() == StreamEnded()
             refused = trio.current_time()
             # The refused stream is gone, so the connection is idle and should
-            # close after the keep-alive timeout (see the xfail's reason).
+            # close after the keep-alive timeout (fix 4's HTTP/2 part).
             with trio.move_on_after(keep_alive + 5):
                 while not client.connection_ended:
                     await client.receive_more()
