@@ -214,6 +214,12 @@ class H2Websocket:
         self.connection.increment_flow_control_window(increment)
         await self._flush()
 
+    async def grant_stream_window(self, increment: int) -> None:
+        """A WINDOW_UPDATE of ``increment`` bytes for our stream, and one for the connection."""
+        self.connection.increment_flow_control_window(increment, stream_id=self.stream_id)
+        self.connection.increment_flow_control_window(increment)
+        await self._flush()
+
     def stop_granting(self) -> None:
         """From now on, no WINDOW_UPDATE: the server's window for us only shrinks."""
         self.granting = False

@@ -727,9 +727,10 @@ def trust_proxies(app: ASGIFramework, hops: int) -> ASGIFramework:
 # Test: tests/integration/test_http2.py::
 #     test_a_client_that_stops_granting_window_is_cut_off_after_the_send_timeout
 #
-# Fix: when the send task finds data waiting on a stream without window, a
-# watchdog starts for that stream; it is called off as soon as data can move
-# again (window granted, or nothing left to send) or the stream closes. If it
+# Fix: when the send task finds data waiting on a stream without window, or
+# more than ``MAX_STREAM_BUFFER`` of it, a watchdog starts for that stream; it
+# is called off as soon as data can move again (window granted, or nothing
+# left to send) or the stream closes. If it
 # is still stalled after the send timeout (``SHUTDOWN_SEND_GRACE`` once
 # shutdown has begun, which shortens watchdogs already running, as fix 2's
 # writes), the stream is reset (RST_STREAM, CANCEL) and then closed as a
@@ -751,6 +752,12 @@ def trust_proxies(app: ASGIFramework, hops: int) -> ASGIFramework:
 # ``stream_send`` ignores).
 
 
+#: Bytes an HTTP/2 stream may have waiting for window and still count as
+#: making progress; a client granting window by the byte would otherwise grow
+#: its buffer for ever (Hypercorn's high-water mark never applies, see above).
+MAX_STREAM_BUFFER: Final = 64 * 1024
+
+
 def _stream_send_timeout(config: Config) -> float:
     """How long (seconds) a stream may wait for window: the server's send timeout."""
     return float(getattr(config, "ticker_send_timeout", _send_timeout))
@@ -770,6 +777,8 @@ def _bound_http2_flow_control_waits() -> None:
         buffer = self.stream_buffers.get(stream_id)
         if buffer is None or not buffer.buffer:
             return False  # nothing waits
+        if len(buffer.buffer) > MAX_STREAM_BUFFER:
+            return True  # a trickle of window is not keeping up: no progress
         try:
             return self.connection.local_flow_control_window(stream_id) <= 0
         except h2.exceptions.ProtocolError:

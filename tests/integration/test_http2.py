@@ -59,6 +59,7 @@ import trio
 import trio.lowlevel
 import trustme
 
+import ticker._hypercorn_fixes
 from ticker.config import Settings
 
 from ..h2_client import (
@@ -382,3 +383,34 @@ async def test_a_client_that_stops_granting_window_is_cut_off_after_the_send_tim
         in caplog.text
     )
     assert " disconnected after " in caplog.text
+
+
+async def test_a_client_that_grants_window_by_the_byte_is_cut_off_once_its_buffer_is_full(
+    certificate: tuple[Path, Path],
+    ca: trustme.CA,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 64 KiB would take a minute of ticks to fill; 4 KiB takes a second.
+    monkeypatch.setattr(ticker._hypercorn_fixes, "MAX_STREAM_BUFFER", 4096)
+    send_timeout = 1.0
+    caplog.set_level(logging.INFO)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serve_ticker(Settings(send_timeout=send_timeout), certificate=certificate) as s:
+            client = await ticking(s, ca, "0.01", window=1024)
+            client.stop_granting()
+
+            async def trickle() -> None:
+                while True:  # 400 bytes a second, against ~6 KB of ticks
+                    await client.grant_stream_window(20)
+                    await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickle)
+                with trio.fail_after(send_timeout + 10):
+                    ending = await client.until_ended()
+                nursery.cancel_scope.cancel()
+            assert ending == StreamReset(h2.errors.ErrorCodes.CANCEL)
+            await wait_for_connections(s, ca, 0)
+            await client.aclose()
+    assert "stopped granting HTTP/2 flow-control window" in caplog.text
