@@ -259,9 +259,9 @@ async def test_a_flood_of_frames_is_read_at_the_frame_rate_and_still_answered() 
             gap = await longest_gap(bystander, 3.0)
         await client.abort()
         await bystander.abort()
-    [(answered_at, answer)] = answers
+    [(answered_at, reply)] = answers
     answered_after = answered_at - sent_at
-    assert answer["code"] == "invalid_json"
+    assert reply["code"] == "invalid_json"
     # Read no faster than the rate: (6000 - 2000) frames at 1000 per second.
     assert answered_after >= (frames - 2 * rate) / rate * 0.9
     assert gap < BYSTANDER_MAX_GAP
