@@ -4,6 +4,11 @@ Protocol with the parent: connect every client, print ``READY``, wait for a
 line on stdin, run the scenario, write the results as JSON to ``--result-file``.
 Lateness of tick ``seq`` = its arrival - (t0 + seq x interval) on this process's
 monotonic clock, t0 fitted as the page and ``ticker watch`` do (see tick_client).
+
+Each client offers what Chromium, Firefox and Safari offer, exactly
+``Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits``, unless
+``--offer none`` (no extensions header at all). Like a browser, a client answers
+the server's pings (websockets does that by itself) and sends none of its own.
 """
 
 from __future__ import annotations
@@ -18,19 +23,58 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidMessage
+from websockets.extensions.base import ClientExtensionFactory
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 CONNECT_CONCURRENCY = 100  # handshakes in flight at once
 GRACE = 2.0  # seconds after the last slot's deadline before its tick counts as lost
+OFFERS = ("browser", "none")
 
 
-async def open_clients(url: str, count: int) -> list[ClientConnection]:
+def extensions(offer: str) -> list[ClientExtensionFactory] | None:
+    """What the handshake offers: the browsers' header byte for byte, or nothing."""
+    if offer == "none":
+        return None  # not []: websockets would send an empty header, which servers refuse
+    # websockets' default offer (compression="deflate") is the same header today;
+    # spelt out so that it stays the browsers' one whatever websockets changes.
+    # How this client compresses (zlib's defaults) costs the server nothing.
+    return [ClientPerMessageDeflateFactory(client_max_window_bits=True)]
+
+
+# What the server answered to the first handshake (None: no extension accepted).
+ACCEPTED: dict[str, str | None] = {}
+
+
+# Handshakes the server dropped and that were tried again, as a page reconnects. On a
+# busy machine a server can fall seconds behind while thousands connect at once (and
+# Hypercorn closes a connection whose request it has not read within keep_alive_timeout).
+RETRIED: dict[str, int] = {"handshakes": 0}
+ATTEMPTS = 3
+
+
+async def open_clients(url: str, count: int, offer: str) -> list[ClientConnection]:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def one() -> ClientConnection:
         async with gate:
-            ws = await connect(
-                url, compression=None, ping_interval=None, max_queue=None, open_timeout=60
-            )
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    ws = await connect(
+                        url,
+                        compression=None,
+                        extensions=extensions(offer),
+                        ping_interval=None,  # our own pings only; the server's are answered
+                        max_queue=None,
+                        open_timeout=60,
+                    )
+                    break
+                except (InvalidMessage, OSError):
+                    if attempt == ATTEMPTS:
+                        raise
+                    RETRIED["handshakes"] += 1
+                    await asyncio.sleep(0.5)
+            ACCEPTED.setdefault("extensions", ws.response.headers.get("Sec-WebSocket-Extensions"))
             await ws.recv()  # hello
             return ws
 
@@ -80,7 +124,7 @@ async def tick_client(
 
 
 async def steady(args: argparse.Namespace) -> dict[str, Any]:
-    clients = await open_clients(args.url, args.clients)
+    clients = await open_clients(args.url, args.clients, args.offer)
     await handshake_with_parent()
     lateness: list[float] = []
     starts: list[float] = []
@@ -96,14 +140,14 @@ async def steady(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def idle(args: argparse.Namespace) -> dict[str, Any]:
-    clients = await open_clients(args.url, args.clients)
+    clients = await open_clients(args.url, args.clients, args.offer)
     await handshake_with_parent()  # the parent measures the server's memory now
     await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
     return {"connected": len(clients)}
 
 
 async def reaction(args: argparse.Namespace) -> dict[str, Any]:
-    (ws,) = await open_clients(args.url, 1)
+    (ws,) = await open_clients(args.url, 1, args.offer)
     await handshake_with_parent()
     start_times: list[float] = []
     stop_times: list[float] = []
@@ -139,6 +183,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument(
+        "--offer", choices=OFFERS, default="browser", help="the extensions each client offers"
+    )
     parser.add_argument("--result-file", required=True, help="where the JSON result goes")
     args = parser.parse_args()
     scenario = {"steady": steady, "idle": idle, "reaction": reaction}[args.scenario]
@@ -149,6 +196,9 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         result = asyncio.run(scenario(args))
     result["cpu_window"] = time.process_time() - WINDOW.get("cpu", 0.0)
+    result["offer"] = args.offer
+    result["extensions"] = ACCEPTED.get("extensions")
+    result["retried_handshakes"] = RETRIED["handshakes"]
     # A file, not stdout: the event loop may have left stdout non-blocking.
     Path(args.result_file).write_text(json.dumps(result))
 

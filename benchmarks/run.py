@@ -6,6 +6,12 @@
 Each server runs alone, pinned to CPU 0; the load generators (``load.py``,
 asyncio + websockets) are pinned to CPU 1. Server CPU comes from the OS
 (/proc, the whole process tree); lateness is measured by the clients.
+
+Clients make the browsers' compression offer (``permessage-deflate;
+client_max_window_bits``) unless ``--offer none``; the idle scenario measures
+both offers (``--idle-offers``). ``ticker-deflate`` is ticker with
+``TICKER_COMPRESSION=on``; the peers run at their own defaults (all three
+negotiate permessage-deflate when offered).
 """
 
 from __future__ import annotations
@@ -32,15 +38,23 @@ SERVER_CPU, LOAD_CPU = 0, 1
 READY_TIMEOUT = 120.0  # seconds for servers to listen and clients to connect
 TICK = os.sysconf("SC_CLK_TCK")
 
-SERVERS = ("ticker", "floor", "starlette", "websockets")
+SERVERS = ("ticker", "ticker-deflate", "floor", "starlette", "websockets")
 SCENARIOS = ("steady", "herd", "idle", "reaction")
+OFFERS = ("none", "browser")  # load.py's --offer: no extensions header, or the browsers'
+# Set explicitly, so that the caller's environment cannot change what is measured.
+SERVER_ENV = {
+    "ticker": {"TICKER_COMPRESSION": "off"},
+    "ticker-deflate": {"TICKER_COMPRESSION": "on"},
+}
 
 
 def server_command(name: str, port: int) -> list[str]:
     py = sys.executable
     bind = f"127.0.0.1:{port}"
+    ticker = [py, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio", "-b", bind]
     return {
-        "ticker": [py, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio", "-b", bind],
+        "ticker": ticker,
+        "ticker-deflate": ticker,  # with TICKER_COMPRESSION=on (SERVER_ENV)
         "floor": [py, "-m", "hypercorn", "bare_asgi:app", "--worker-class", "trio", "-b", bind],
         "starlette": [
             py, "-m", "uvicorn", "starlette_app:app", "--host", "127.0.0.1", "--port", str(port),
@@ -115,6 +129,7 @@ class Server:
 def start_server(name: str, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PEERS), "TICKER_MAX_CONNECTIONS": "20000"}
+    env.update(SERVER_ENV.get(name, {}))
     env.update(extra_env or {})
     process = subprocess.Popen(
         server_command(name, port),
@@ -139,7 +154,7 @@ def start_server(name: str, extra_env: dict[str, str] | None = None) -> Server:
 
 
 def run_load(
-    server: Server, scenario: str, clients: int, processes: int, **options: float
+    server: Server, scenario: str, clients: int, processes: int, offer: str, **options: float
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run load.py in ``processes`` processes; results and the server's usage in the window."""
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
@@ -149,7 +164,7 @@ def run_load(
     for share, result_file in zip(shares, result_files, strict=True):
         command = [sys.executable, str(HERE / "load.py"), "--url", server.url]
         command += ["--scenario", scenario, "--clients", str(share)]
-        command += ["--result-file", str(result_file)]
+        command += ["--offer", offer, "--result-file", str(result_file)]
         command += [f"--{key}={value}" for key, value in options.items()]
         loads.append(
             subprocess.Popen(
@@ -188,6 +203,12 @@ def run_load(
     return results, usage
 
 
+def accepted(results: list[dict[str, Any]]) -> str | None:
+    """The Sec-WebSocket-Extensions the server answered (each load process records one)."""
+    answers = sorted({str(r["extensions"]) for r in results})
+    return None if answers == ["None"] else " / ".join(answers)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else math.nan
@@ -198,7 +219,7 @@ def ticking(
 ) -> dict[str, Any]:
     processes = max(1, min(args.load_processes, clients))
     results, usage = run_load(
-        server, "steady", clients, processes, interval=interval, duration=args.duration
+        server, "steady", clients, processes, args.offer, interval=interval, duration=args.duration
     )
     lateness = [x for r in results for x in r["lateness"]]
     start_delays = [x for r in results for x in r["start_delays"]]
@@ -207,6 +228,8 @@ def ticking(
     return {
         "clients": clients,
         "interval": interval,
+        "offer": args.offer,
+        "extensions": accepted(results),
         "received": received,
         "expected": expected,
         "cpu_us_per_tick": 1e6 * usage["cpu"] / received if received else math.nan,
@@ -221,23 +244,28 @@ def ticking(
     }
 
 
-def idle(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+def idle(server: Server, args: argparse.Namespace, offer: str) -> dict[str, Any]:
     before = memory_kib(server.process.pid, "VmRSS")
     processes = max(1, min(args.load_processes, args.idle_clients))
-    results, usage = run_load(server, "idle", args.idle_clients, processes)
+    results, usage = run_load(server, "idle", args.idle_clients, processes, offer)
     connected = sum(r["connected"] for r in results)
     return {
+        "offer": offer,
+        "extensions": accepted(results),
         "connections": connected,
         "rss_before_mib": before / 1024,
         "rss_connected_mib": usage["rss_kib"] / 1024,
         "kib_per_connection": (usage["rss_kib"] - before) / connected,
+        "retried_handshakes": sum(r["retried_handshakes"] for r in results),
     }
 
 
 def reaction(server: Server, args: argparse.Namespace) -> dict[str, Any]:
-    (result,), _ = run_load(server, "reaction", 1, 1, trials=args.trials)
+    (result,), _ = run_load(server, "reaction", 1, 1, args.offer, trials=args.trials)
     return {
         "trials": args.trials,
+        "offer": args.offer,
+        "extensions": accepted([result]),
         "start_p50_ms": 1e3 * percentile(result["start"], 50),
         "start_p99_ms": 1e3 * percentile(result["start"], 99),
         "stop_p50_ms": 1e3 * percentile(result["stop"], 50),
@@ -287,6 +315,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--herd-interval", type=float, default=1.0)
     parser.add_argument("--idle-clients", type=int, default=5000)
     parser.add_argument("--trials", type=int, default=1000, help="reaction: start/stop pairs")
+    parser.add_argument(
+        "--offer", choices=OFFERS, default="browser", help="steady, herd, reaction: client offer"
+    )
+    parser.add_argument(
+        "--idle-offers", default=",".join(OFFERS), help="idle: each offer on a fresh server"
+    )
     parser.add_argument("--load-processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--label", default="run", help="names the output files")
@@ -299,25 +333,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    idle_offers = args.idle_offers.split(",")
+    for offer in idle_offers:
+        if offer not in OFFERS:
+            parser.error(f"unknown offer {offer!r}; choose from {', '.join(OFFERS)}")
 
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "machine": machine(),
         "versions": versions(),
+        "offer": args.offer,
         "results": {},
     }
+    runs = [
+        (scenario, offer)
+        for scenario in scenarios
+        for offer in (idle_offers if scenario == "idle" else [args.offer])
+    ]
     for name in servers:
         results: dict[str, Any] = {}
-        for scenario in scenarios:
-            server = start_server(name)  # a fresh server per scenario: no carry-over
+        for scenario, offer in runs:
+            server = start_server(name)  # a fresh server per scenario and offer: no carry-over
             try:
-                print(f"{name}: {scenario}…", file=sys.stderr, flush=True)
+                print(f"{name}: {scenario}, offer {offer}…", file=sys.stderr, flush=True)
                 if scenario == "steady":
                     results[scenario] = ticking(server, args, args.clients, args.interval)
                 elif scenario == "herd":
                     results[scenario] = ticking(server, args, args.herd_clients, args.herd_interval)
-                elif scenario == "idle":
-                    results[scenario] = idle(server, args)
+                elif scenario == "idle":  # one result per offer
+                    results.setdefault(scenario, {})[offer] = idle(server, args, offer)
                 else:
                     results[scenario] = reaction(server, args)
             finally:
@@ -344,29 +388,48 @@ def render(report: dict[str, Any]) -> str:
         first = next(iter(rows.values()))
         lines += [
             "",
-            f"### {scenario}: {first['clients']} clients x {first['interval']} s",
+            f"### {scenario}: {first['clients']} clients x {first['interval']} s, "
+            f"{report['offer']} offer",
             "",
             "| server | CPU µs/tick | p50 ms | p99 ms | max ms | received/expected | "
-            "start delay p99 ms | peak RSS MiB | server CPU | load CPU |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "start delay p99 ms | peak RSS MiB | server CPU | load CPU | accepted |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, r in rows.items():
             lines.append(
                 f"| {name} | {r['cpu_us_per_tick']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
                 f"| {r['max_ms']:.2f} | {r['received']}/{r['expected']} "
                 f"| {r['start_delay_p99_ms']:.1f} | {r['peak_rss_mib']:.1f} "
-                f"| {r['server_cpu_share']:.0%} | {r['load_cpu_share']:.0%} |"
+                f"| {r['server_cpu_share']:.0%} | {r['load_cpu_share']:.0%} "
+                f"| {r['extensions'] or '—'} |"
             )
     idle_rows = {name: r["idle"] for name, r in results.items() if "idle" in r}
     if idle_rows:
         lines += ["", "### idle: memory per open connection", ""]
-        lines += ["| server | connections | RSS before MiB | RSS connected MiB | KiB/connection |"]
-        lines += ["|---|---|---|---|---|"]
-        for name, r in idle_rows.items():
-            lines.append(
-                f"| {name} | {r['connections']} | {r['rss_before_mib']:.1f} "
-                f"| {r['rss_connected_mib']:.1f} | {r['kib_per_connection']:.1f} |"
-            )
+        lines += [
+            "| server | offer | connections | RSS before MiB | RSS connected MiB "
+            "| KiB/connection | retried handshakes | accepted |"
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for name, by_offer in idle_rows.items():
+            for offer, r in by_offer.items():
+                lines.append(
+                    f"| {name} | {offer} | {r['connections']} | {r['rss_before_mib']:.1f} "
+                    f"| {r['rss_connected_mib']:.1f} | {r['kib_per_connection']:.1f} "
+                    f"| {r['retried_handshakes']} | {r['extensions'] or '—'} |"
+                )
+        if all(set(OFFERS) <= set(by_offer) for by_offer in idle_rows.values()):
+            lines += ["", "### idle: KiB per connection, no offer versus the browsers' offer", ""]
+            lines += ["| server | no offer | browser offer | browser ÷ none | accepted |"]
+            lines += ["|---|---|---|---|---|"]
+            for name, by_offer in idle_rows.items():
+                none, browser = by_offer["none"], by_offer["browser"]
+                ratio = browser["kib_per_connection"] / none["kib_per_connection"]
+                lines.append(
+                    f"| {name} | {none['kib_per_connection']:.1f} "
+                    f"| {browser['kib_per_connection']:.1f} | {ratio:.2f} "
+                    f"| {browser['extensions'] or '—'} |"
+                )
     reaction_rows = {name: r["reaction"] for name, r in results.items() if "reaction" in r}
     if reaction_rows:
         lines += ["", "### reaction: start → started, stop → stopped", ""]
@@ -378,11 +441,17 @@ def render(report: dict[str, Any]) -> str:
                 f"| {r['stop_p50_ms']:.3f} | {r['stop_p99_ms']:.3f} |"
             )
     if "ticker" in results:
+        offer = report["offer"]
         lines += ["", "### ticker ÷ each server (below 1.0: ticker is better)", ""]
         lines += [
-            "| vs | CPU/tick (steady) | p99 (steady) | KiB/idle connection |",
+            f"| vs | CPU/tick (steady) | p99 (steady) | KiB/idle connection ({offer} offer) |",
             "|---|---|---|---|",
         ]
+
+        def value(r: dict[str, Any], scenario: str, key: str) -> float:
+            found = r[scenario][offer] if scenario == "idle" else r[scenario]
+            return float(found[key])
+
         mine = results["ticker"]
         for name, theirs in results.items():
             if name == "ticker":
@@ -392,7 +461,7 @@ def render(report: dict[str, Any]) -> str:
                 ("steady", "cpu_us_per_tick"), ("steady", "p99_ms"), ("idle", "kib_per_connection")
             ):  # fmt: skip
                 try:
-                    cells.append(f"{mine[scenario][key] / theirs[scenario][key]:.2f}")
+                    cells.append(f"{value(mine, scenario, key) / value(theirs, scenario, key):.2f}")
                 except (KeyError, ZeroDivisionError):
                     cells.append("n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

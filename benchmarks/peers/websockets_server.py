@@ -52,7 +52,9 @@ async def ticks(websocket: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
-    async with serve(ticks, "127.0.0.1", port, compression=None, ping_interval=None) as server:
+    # compression at its default ("deflate": negotiated when offered, 12-bit windows,
+    # memLevel 5), as a deployment would run it; the harness's clients decide.
+    async with serve(ticks, "127.0.0.1", port, ping_interval=None) as server:
         print(f"listening on {port}", flush=True)
         await server.serve_forever()
 

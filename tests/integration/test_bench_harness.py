@@ -28,8 +28,15 @@ def test_harness_runs_every_scenario_against_ticker_and_the_floor(tmp_path: Path
         assert results["steady"]["received"] > 0
         assert results["steady"]["expected"] == 3 * 20
         assert results["herd"]["expected"] == 4 * 2
-        assert results["idle"]["connections"] == 5
-        assert len(results["reaction"]) == 5  # trials and four percentiles
+        for offer in ("none", "browser"):  # the idle scenario measures both offers
+            assert results["idle"][offer]["connections"] == 5
+            assert results["idle"][offer]["offer"] == offer
+        assert results["idle"]["none"]["extensions"] is None
+        assert results["steady"]["offer"] == "browser"  # the browsers' offer by default
+        assert results["reaction"]["trials"] == 5
+    # Stock Hypercorn always accepts the browsers' offer; ticker declines it by default.
+    assert "permessage-deflate" in report["results"]["floor"]["idle"]["browser"]["extensions"]
+    assert report["results"]["ticker"]["idle"]["browser"]["extensions"] is None
     table = (tmp_path / "tiny.md").read_text()
     assert "| ticker |" in table
     assert "| floor |" in table
