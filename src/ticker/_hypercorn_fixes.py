@@ -335,6 +335,8 @@ def _tell_the_app_when_shutdown_begins() -> None:
             config.websocket_max_message_size = min(
                 config.websocket_max_message_size, policy.max_message_size
             )
+            if policy.ping_interval > 0:
+                config.ticker_keepalive = _Keepalive(policy)  # type: ignore[attr-defined]
         begin_shutdown = getattr(framework, "begin_shutdown", None)
         if shutdown_trigger is None or multiprocessing.parent_process() is None:
             # In-process (tests, ``hypercorn.trio.serve``): the caller owns signals.
@@ -354,13 +356,17 @@ def _tell_the_app_when_shutdown_begins() -> None:
                         begin_shutdown()
 
                 shutdown_trigger = shutdown_trigger_then_tell_app
-            await worker_serve(
-                app,
-                config,
-                sockets=sockets,
-                shutdown_trigger=shutdown_trigger,
-                task_status=task_status,
-            )
+            async with trio.open_nursery() as nursery:
+                if (keepalive := _keepalive(config)) is not None:
+                    nursery.start_soon(keepalive.serve)  # fix 8
+                await worker_serve(
+                    app,
+                    config,
+                    sockets=sockets,
+                    shutdown_trigger=shutdown_trigger,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
 
     hypercorn.trio.run.worker_serve = patched_worker_serve
     hypercorn.trio.worker_serve = patched_worker_serve  # type: ignore[attr-defined]
@@ -442,8 +448,9 @@ def _close_connections_after_a_refused_handshake() -> None:
 #    Tests: tests/integration/test_hostile.py::test_an_unanswered_close_*
 # 8. Keepalive: ``--websocket-ping-interval`` pings but ignores pongs, so a
 #    dead peer is noticed only when a write fails, hours later for a long
-#    interval. Fix: ping every ``ping_interval``; without a pong within
-#    ``ping_timeout`` the connection is closed with 1011.
+#    interval. Fix: ping every ``ping_interval``; without a pong (or any other
+#    frame) within ``ping_timeout`` the connection is closed with 1011. One
+#    task per server does it for all connections (``_Keepalive``).
 #    Tests: tests/integration/test_hostile.py::test_keepalive_*
 # 9. One connection can take the worker: all frames of a read (64 KiB: 11,000
 #    empty ones) are parsed without a checkpoint, as fast as a client sends.
@@ -486,12 +493,64 @@ class _Conversation:
     policy: WebsocketPolicy
     budget: FrameBudget
     frames: int = 0  # read so far: also a sign of life while a pong is awaited
-    keepalive: trio.CancelScope = field(default_factory=trio.CancelScope)
-    closing: trio.CancelScope = field(default_factory=trio.CancelScope)
-    pong: trio.Event = field(default_factory=trio.Event)
+    #: Keepalive (``_Keepalive``): when the next ping is due; when the one in
+    #: flight went out (None: none is), with the frame count then; a pong seen.
+    next_ping: float = 0.0
+    pinged_at: float | None = None
+    frames_at_ping: int = 0
+    pong: bool = False
+    #: The close deadline's scope, once the server has sent its close frame.
+    closing: trio.CancelScope | None = None
     #: Seconds the close deadline waits: ``close_timeout``, or less when the
     #: client's answer could never be read (its frames no longer parse).
     close_wait: float | None = None
+
+
+@dataclass(eq=False)
+class _Keepalive:
+    """One server's keepalive: a single task pings all its websockets.
+
+    A task per connection would cost ~4 KiB each (BENCHMARKS.md); one scan of
+    a dict per ``_tick`` costs well under a microsecond per connection.
+    """
+
+    policy: WebsocketPolicy
+    streams: dict[WSStream, _Conversation] = field(default_factory=dict)
+
+    @property
+    def _tick(self) -> float:
+        """How often the task looks: a quarter of the shorter of interval and timeout."""
+        return min(1.0, self.policy.ping_interval / 4, self.policy.ping_timeout / 4)
+
+    def add(self, stream: WSStream, talk: _Conversation) -> None:
+        talk.next_ping = trio.current_time() + self.policy.ping_interval
+        self.streams[stream] = talk
+
+    async def serve(self) -> None:
+        """Ping each websocket when due; close one whose pong is ``ping_timeout`` late."""
+        policy = self.policy
+        while True:
+            await trio.sleep(self._tick)
+            now = trio.current_time()
+            for stream, talk in list(self.streams.items()):
+                if talk.pinged_at is None:
+                    if now >= talk.next_ping:
+                        talk.pinged_at, talk.frames_at_ping, talk.pong = now, talk.frames, False
+                        stream.task_group.spawn(stream._send_wsproto_event, Ping(_PING_PAYLOAD))
+                # A client read slowly (fix 9) may have its pong queued behind
+                # its own frames; frames arriving prove it alive just as well.
+                elif talk.pong or talk.frames != talk.frames_at_ping:
+                    talk.next_ping = talk.pinged_at + policy.ping_interval
+                    talk.pinged_at = None
+                elif now >= talk.pinged_at + policy.ping_timeout:
+                    del self.streams[stream]
+                    log.warning("%s sent no pong within %g s", _client(stream), policy.ping_timeout)
+                    stream.task_group.spawn(_server_close, stream, 1011, "keepalive ping timeout")
+
+
+def _keepalive(config: Config) -> _Keepalive | None:
+    keepalive = getattr(config, "ticker_keepalive", None)
+    return keepalive if isinstance(keepalive, _Keepalive) else None
 
 
 def _conversation(stream: WSStream) -> _Conversation | None:
@@ -542,14 +601,15 @@ def _own_the_websocket_conversation() -> None:
         talk = _Conversation(policy, FrameBudget(policy.frame_rate, 2 * policy.frame_rate))
         self._ticker = talk  # type: ignore[attr-defined]
         await accept(self, message)
-        if policy.ping_interval > 0:
-            self.task_group.spawn(_keep_alive, self, talk)
+        if (keepalive := _keepalive(self.config)) is not None:
+            keepalive.add(self, talk)
 
     async def handling(self: WSStream, event: Any) -> None:
         talk = _conversation(self)
         if talk is not None and isinstance(event, StreamClosed):
-            talk.keepalive.cancel()
-            talk.closing.cancel()
+            _stop_keepalive(self)
+            if talk.closing is not None:
+                talk.closing.cancel()
         await handle(self, event)
 
     async def handling_events(self: WSStream) -> None:
@@ -596,7 +656,7 @@ def _own_the_websocket_conversation() -> None:
             elif isinstance(event, Ping):
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, Pong):
-                talk.pong.set()
+                talk.pong = True
 
     async def app_sending(self: WSStream, message: Any) -> None:
         talk = _conversation(self)
@@ -620,8 +680,9 @@ def _own_the_websocket_conversation() -> None:
         await send_event(self, event)
         if starts_close and self.connection.state is ConnectionState.LOCAL_CLOSING:
             assert talk is not None
-            talk.keepalive.cancel()
-            self.task_group.spawn(_close_deadline, self, talk)
+            _stop_keepalive(self)
+            talk.closing = trio.CancelScope()
+            self.task_group.spawn(_close_deadline, self, talk, talk.closing)
 
     Handshake.accept = negotiating_accept  # type: ignore[method-assign]
     WSStream._accept = accepting  # type: ignore[method-assign]
@@ -648,36 +709,21 @@ async def _server_close(stream: WSStream, code: int, reason: str) -> None:
         await stream.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
 
 
-async def _close_deadline(stream: WSStream, talk: _Conversation) -> None:
+def _stop_keepalive(stream: WSStream) -> None:
+    if (keepalive := _keepalive(stream.config)) is not None:
+        keepalive.streams.pop(stream, None)
+
+
+async def _close_deadline(stream: WSStream, talk: _Conversation, scope: trio.CancelScope) -> None:
     """End the TCP connection if the client has not answered our close frame in time."""
     timeout = talk.policy.close_timeout if talk.close_wait is None else talk.close_wait
-    with talk.closing:
+    with scope:
         await trio.sleep(timeout)
-    if talk.closing.cancelled_caught:
+    if scope.cancelled_caught:
         return  # the client answered, or the connection ended
     log.warning("%s did not answer the close frame within %g s: dropped", _client(stream), timeout)
     with trio.CancelScope(shield=True):
         await stream.send(StreamClosed(stream_id=stream.stream_id))
-
-
-async def _keep_alive(stream: WSStream, talk: _Conversation) -> None:
-    """Ping every ``ping_interval``; close with 1011 when a pong is ``ping_timeout`` late."""
-    policy = talk.policy
-    timed_out = False
-    with talk.keepalive:
-        while not timed_out:
-            await trio.sleep(policy.ping_interval)
-            talk.pong = trio.Event()
-            frames = talk.frames
-            await stream._send_wsproto_event(Ping(payload=_PING_PAYLOAD))
-            with trio.move_on_after(policy.ping_timeout) as waiting:
-                await talk.pong.wait()
-            # A client read slowly (fix 9) may have its pong queued behind
-            # its own frames; frames arriving prove it alive just as well.
-            timed_out = waiting.cancelled_caught and talk.frames == frames
-    if timed_out:
-        log.warning("%s sent no pong within %g s", _client(stream), policy.ping_timeout)
-        await _server_close(stream, 1011, "keepalive ping timeout")
 
 
 # ---------------------------------------------------------------------------
