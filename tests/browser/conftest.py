@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +30,11 @@ STARTUP_TIMEOUT = 30.0  # seconds for hypercorn to say "Running on"
 class HypercornProcess:
     """``hypercorn ticker.app:app --worker-class trio`` on 127.0.0.1, restartable on its port."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str], args: Sequence[str] = ()) -> None:
         self.cwd = cwd
         self.env = {**os.environ, **env}
+        #: More hypercorn options, e.g. ``--certfile``/``--keyfile`` (then the URL is https).
+        self.args = list(args)
         self.port = 0
         self.log: list[str] = []
         self._process: subprocess.Popen[str] | None = None
@@ -40,11 +42,12 @@ class HypercornProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        scheme = "https" if "--certfile" in self.args else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         command = [sys.executable, "-m", "hypercorn", "ticker.app:app", "--worker-class", "trio"]
-        command += ["--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "1"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "1", *self.args]
         process = subprocess.Popen(
             command, cwd=self.cwd, env=self.env, stderr=subprocess.PIPE, text=True
         )
@@ -65,7 +68,7 @@ class HypercornProcess:
             except queue.Empty:
                 self.stop()
                 pytest.fail(f"hypercorn did not start: {''.join(self.log)}")
-            if found := re.search(r"Running on http://127\.0\.0\.1:(\d+)", line):
+            if found := re.search(r"Running on https?://127\.0\.0\.1:(\d+)", line):
                 self.port = int(found.group(1))
                 return
 
@@ -143,7 +146,14 @@ def problems() -> PageProblems:
 
 
 @pytest.fixture
-def page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
+def page(
+    browser: Browser, problems: PageProblems, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    if "server" in request.fixturenames:
+        # The server first, whatever the test's argument order, so that it stops
+        # only after this page is closed: an open page would log its reconnect
+        # attempts (ERR_CONNECTION_REFUSED) as console errors.
+        request.getfixturevalue("server")
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)

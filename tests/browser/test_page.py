@@ -118,6 +118,7 @@ def test_limits_come_from_the_servers_hello(page: Page, tmp_path: object) -> Non
             "The interval must be a number of seconds between 0.05 and 86400."
         )
     finally:
+        page.close()  # before its server stops, or its reconnect attempts log console errors
         server.stop()
 
 
