@@ -21,7 +21,7 @@ class FrameBudget:
 
     rate: float
     burst: float
-    pause: float = 0.01  # seconds
+    pause: float = 0.05  # seconds: at most 20 wakeups a second for a paced reader
     _tokens: float = field(init=False)
     _last: float | None = field(default=None, init=False)
 

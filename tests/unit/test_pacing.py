@@ -31,8 +31,9 @@ def test_a_reader_that_waits_as_told_reads_at_the_rate() -> None:
         waits += wait > 0
         now += wait
     assert now == pytest.approx((5000 - 2000) / 1000, abs=budget.pause)
-    # One sleep per pause's worth of frames (10 or 11 here), not one per frame.
-    assert 3000 / 11 - 1 <= waits <= 3000 / 10 + 1
+    # One sleep per pause's worth of frames (50 or 51 here), not one per frame.
+    per_wait = 1000 * budget.pause
+    assert 3000 / (per_wait + 1) - 1 <= waits <= 3000 / per_wait + 1
 
 
 def test_quiet_time_refills_the_burst_but_never_beyond_it() -> None:
