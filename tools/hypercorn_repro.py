@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -250,6 +251,12 @@ def maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
+def traced_peak_kib() -> int:
+    """The peak of Python's allocations since ``tracemalloc.start()`` (independent of
+    how the allocator reuses pages, unlike the RSS high-water mark)."""
+    return tracemalloc.get_traced_memory()[1] // 1024
+
+
 def bomb(size: int) -> bytes:
     """A raw-deflate message payload inflating to ``size`` bytes of "a" (RFC 7692 §7.2.1).
 
@@ -275,8 +282,11 @@ async def deflate_unbounded(port: int, record: AppRecord) -> tuple[bool, dict[st
         client, agreed = await Client.connect(port, CHROMIUM_OFFER)
         await record.accepted.wait()
         before = maxrss_kib()
+        tracemalloc.start()
         await client.send(message)
         code = await client.until_close()
+    peak = traced_peak_kib()
+    tracemalloc.stop()
     growth = maxrss_kib() - before
     await finish(client, record, answer_close=True)
     evidence = {
@@ -288,8 +298,9 @@ async def deflate_unbounded(port: int, record: AppRecord) -> tuple[bool, dict[st
         "close_code": code,
         "peak_rss_growth_kib": growth,
         "peak_rss_growth_mib": round(growth / 1024, 1),
+        "peak_allocated_mib": round(peak / 1024, 1),
     }
-    return growth > 32 * 1024, evidence
+    return peak > 32 * 1024, evidence
 
 
 async def close_never_ends(port: int, record: AppRecord) -> tuple[bool, dict[str, Any]]:
