@@ -134,7 +134,9 @@ async def test_stalled_readers_do_not_delay_a_healthy_client(tmp_path: Path) -> 
         await trio.sleep(1.0)  # their windows fill; their writes now block
         healthy = await RawWebsocket.connect(running.server)
         await healthy.receive_json()
-        interval, count = 0.02, 150
+        # 50 ms: a skip needs a stall longer than a busy machine's own noise
+        # (at 20 ms a second copy of the suite running alongside caused some).
+        interval, count = 0.05, 60
         await healthy.send_text(json.dumps({"interval": interval, "count": count}))
         arrivals = []
         while (message := await healthy.receive_json())["type"] != "done":
