@@ -89,6 +89,15 @@ def apply() -> None:
 #
 # Fix: deliver a disconnect that does not fit at once from a helper task in
 # the connection's own task group, which ends when the app ends.
+#
+# Upstream problem, the other way round: when the app ends while the channel
+# is full (it closed the websocket with messages still queued), the reader
+# waits in ``send`` for ever, so the connection's task group never exits and
+# its memory stays (~37 KiB per connection, found by review).
+# Fix: when the app ends, close the channel: the waiting reader wakes, and
+# later events are dropped, as nobody is left to receive them.
+# Test: tests/integration/test_hostile.py::
+#     test_an_app_that_ends_with_its_queue_full_leaves_nothing_behind
 
 
 def _deliver_disconnects_without_blocking() -> None:
@@ -102,6 +111,7 @@ def _deliver_disconnects_without_blocking() -> None:
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
         pending: list[trio.CancelScope] = []
+        channels: list[trio.MemorySendChannel[ASGIReceiveEvent]] = []
 
         async def app_then_drop_pending(*args: Any) -> None:
             try:
@@ -109,9 +119,14 @@ def _deliver_disconnects_without_blocking() -> None:
             finally:
                 for delivery in pending:  # nobody is left to receive them
                     delivery.cancel()
+                # Nor whatever the reader is waiting to put (the queue may be
+                # full): closing wakes it, and later puts fail at once.
+                for channel in channels:
+                    channel.close()
 
         put = await spawn_app(self, app_then_drop_pending, config, scope, send)  # type: ignore[arg-type]
         channel: trio.MemorySendChannel[ASGIReceiveEvent] = put.__self__  # type: ignore[attr-defined]
+        channels.append(channel)
         nursery = self._nursery
         assert nursery is not None
 
@@ -126,15 +141,16 @@ def _deliver_disconnects_without_blocking() -> None:
                     pending.remove(delivery)
 
         async def app_put(event: ASGIReceiveEvent) -> None:
-            if event["type"] not in _DISCONNECTS:
-                await put(event)
-                return
             try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                nursery.start_soon(deliver_later, event)
+                if event["type"] not in _DISCONNECTS:
+                    await put(event)
+                    return
+                try:
+                    channel.send_nowait(event)
+                except trio.WouldBlock:
+                    nursery.start_soon(deliver_later, event)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the app has already finished
+                pass  # the app has already finished: nobody to tell
 
         return app_put
 
@@ -397,6 +413,11 @@ async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
 # (hypercorn/protocol/h2.py:253-254) with no stream left to end that: its
 # keep-alive timer never runs again. So after a batch of HTTP/2 events that
 # opened streams, a connection left without streams is reported idle again.
+# And DATA for a stream the server has already closed (a websocket the server
+# closed, fix 7, to which the client still writes) is dropped: stock
+# Hypercorn looks the stream up without a guard and the KeyError ends the
+# worker (found by review; tests/integration/test_http2.py::
+# test_data_after_the_server_closed_the_stream_is_dropped).
 # Tests: tests/integration/test_reliability.py::
 #     test_a_refused_websocket_handshake_closes_its_connection
 #   tests/integration/test_http2.py::
@@ -415,7 +436,21 @@ def _close_connections_after_a_refused_handshake() -> None:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def patched_h2_events(self: H2Protocol, events: list[Any]) -> None:
-        await handle_h2_events(self, events)
+        for event in events:  # one at a time: any of them may close a stream
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                # Data for a stream the server has closed (a websocket after
+                # its close, fix 7): stock Hypercorn's KeyError would end the
+                # whole worker. Drop it, keep the connection's window open,
+                # and tell the client the stream is gone.
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+                gone = h2.errors.ErrorCodes.STREAM_CLOSED
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.connection.reset_stream(event.stream_id, gone)
+                await self._flush()
+                continue
+            await handle_h2_events(self, [event])
         opened = any(isinstance(event, h2.events.RequestReceived) for event in events)
         if opened and all(stream.idle for stream in self.streams.values()):
             await self.send(Updated(idle=True))
@@ -519,8 +554,9 @@ class _Keepalive:
 
     @property
     def _tick(self) -> float:
-        """How often the task looks: a quarter of the shorter of interval and timeout."""
-        return min(1.0, self.policy.ping_interval / 4, self.policy.ping_timeout / 4)
+        """How often the task looks: a quarter of the shorter of interval and timeout
+        (not more than 20 times a second, whatever the settings: each look is a scan)."""
+        return max(0.05, min(1.0, self.policy.ping_interval / 4, self.policy.ping_timeout / 4))
 
     def add(self, stream: WSStream, talk: _Conversation) -> None:
         talk.next_ping = trio.current_time() + self.policy.ping_interval
@@ -533,10 +569,12 @@ class _Keepalive:
             await trio.sleep(self._tick)
             now = trio.current_time()
             for stream, talk in list(self.streams.items()):
-                if talk.pinged_at is None:
+                if stream.closed:  # a safeguard: StreamClosed removes them
+                    del self.streams[stream]
+                elif talk.pinged_at is None:
                     if now >= talk.next_ping:
                         talk.pinged_at, talk.frames_at_ping, talk.pong = now, talk.frames, False
-                        stream.task_group.spawn(stream._send_wsproto_event, Ping(_PING_PAYLOAD))
+                        _spawn(stream, stream._send_wsproto_event, Ping(_PING_PAYLOAD))
                 # A client read slowly (fix 9) may have its pong queued behind
                 # its own frames; frames arriving prove it alive just as well.
                 elif talk.pong or talk.frames != talk.frames_at_ping:
@@ -545,7 +583,17 @@ class _Keepalive:
                 elif now >= talk.pinged_at + policy.ping_timeout:
                     del self.streams[stream]
                     log.warning("%s sent no pong within %g s", _client(stream), policy.ping_timeout)
-                    stream.task_group.spawn(_server_close, stream, 1011, "keepalive ping timeout")
+                    _spawn(stream, _server_close, stream, 1011, "keepalive ping timeout")
+
+
+def _spawn(stream: WSStream, function: Callable[..., Awaitable[object]], *args: Any) -> None:
+    """Start ``function`` in the stream's connection, unless that has ended meanwhile.
+
+    The keepalive task serves the whole server: an error here would end it.
+    """
+    # No nursery any more (AttributeError), or a closed one (RuntimeError).
+    with contextlib.suppress(AttributeError, RuntimeError):
+        stream.task_group.spawn(function, *args)
 
 
 def _keepalive(config: Config) -> _Keepalive | None:
@@ -601,7 +649,8 @@ def _own_the_websocket_conversation() -> None:
         talk = _Conversation(policy, FrameBudget(policy.frame_rate, 2 * policy.frame_rate))
         self._ticker = talk  # type: ignore[attr-defined]
         await accept(self, message)
-        if (keepalive := _keepalive(self.config)) is not None:
+        # The connection may have ended while the handshake's answer went out.
+        if not self.closed and (keepalive := _keepalive(self.config)) is not None:
             keepalive.add(self, talk)
 
     async def handling(self: WSStream, event: Any) -> None:
@@ -672,13 +721,19 @@ def _own_the_websocket_conversation() -> None:
 
     async def sending_event(self: WSStream, event: Any) -> None:
         talk = _conversation(self)
+        connection = getattr(self, "connection", None)  # None: the handshake failed
         starts_close = (
             talk is not None
+            and connection is not None
             and isinstance(event, CloseConnection)
-            and self.connection.state is ConnectionState.OPEN
+            and connection.state is ConnectionState.OPEN
         )
         await send_event(self, event)
-        if starts_close and self.connection.state is ConnectionState.LOCAL_CLOSING:
+        if (
+            starts_close
+            and not self.closed
+            and self.connection.state is ConnectionState.LOCAL_CLOSING
+        ):
             assert talk is not None
             _stop_keepalive(self)
             talk.closing = trio.CancelScope()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
 from .protocol import Limits
 
@@ -150,25 +151,52 @@ def _seconds(
 
 
 def _origins(env: Mapping[str, str], name: str) -> frozenset[str] | None:
-    """``https://a.example, http://localhost:8000`` → the set; each must be an origin."""
+    """``https://a.example, http://localhost:8000`` → the set, each as a browser writes it."""
     raw = _raw(env, name)
     if raw is None:
         return None
     origins = set()
     for item in raw.split(","):
-        origin = item.strip().rstrip("/").lower()
-        # "null" is what a browser sends from a file:// or sandboxed page.
-        if origin in ("null", REQUIRE_ORIGIN):
-            origins.add(origin)
-            continue
-        scheme, sep, host = origin.partition("://")
-        if not sep or scheme not in ("http", "https") or not host or "/" in host:
-            raise ConfigError(
-                f"{name} must be a comma-separated list of origins like "
-                f"https://ticker.example.org, got {item.strip()!r}"
-            )
-        origins.add(origin)
+        if not item.strip():
+            continue  # "a, b," is a list of two
+        origins.add(_origin(name, item.strip()))
+    if origins <= {REQUIRE_ORIGIN}:
+        raise ConfigError(f"{name} lists no origin, got {raw!r}")
     return frozenset(origins)
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def _origin(name: str, item: str) -> str:
+    """One origin, normalised as browsers send it: lower case, no default port."""
+    lowered = item.rstrip("/").lower()
+    # "null" is what a browser sends from a file:// or sandboxed page.
+    if lowered in ("null", REQUIRE_ORIGIN):
+        return lowered
+    problem = f"{name} must be a comma-separated list of origins like https://ticker.example.org"
+    try:
+        parts = urlsplit(lowered)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{problem}, got {item!r}") from None
+    host = parts.hostname
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not host
+        or "*" in host
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or lowered.endswith(":")
+    ):
+        raise ConfigError(f"{problem}, got {item!r}")
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

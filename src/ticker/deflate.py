@@ -38,8 +38,18 @@ class BoundedDeflate(PerMessageDeflate):
         self._refused = False  # a message was too big: inflate nothing more
 
     def accept(self, offer: str) -> bool | str | None:
-        """Answer a client's offer, capping the client's window when it lets us."""
-        answer = super().accept(offer)
+        """Answer a client's offer, capping the client's window when it lets us.
+
+        A client may list several offers: wsproto asks about each, and the
+        first acceptable one is the answer (RFC 7692 §5). A malformed one
+        (``client_max_window_bits=x``) is declined, not an error.
+        """
+        if self.enabled():
+            return None  # an earlier offer was accepted
+        try:
+            answer = super().accept(offer)
+        except ValueError:
+            return None
         if not isinstance(answer, str):
             return answer
         parameters = [p for p in answer.split("; ") if p and "max_window_bits" not in p]
@@ -53,6 +63,24 @@ class BoundedDeflate(PerMessageDeflate):
         else:  # it will compress with up to 2**15 bytes of history; inflate to match
             self.client_max_window_bits = self.DEFAULT_CLIENT_MAX_WINDOW_BITS
         return "; ".join(parameters)
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if opcode.iscontrol():
+            # A ping or pong, between messages or inside a fragmented one: it
+            # must leave the message's state alone. (wsproto's records "not
+            # compressed" for it, and the next compressed message is then not
+            # inflated: 1007 after every pong a browser sends.)
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._inbound_is_compressible = False
+            return RsvBits(True, False, False)
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
@@ -69,9 +97,7 @@ class BoundedDeflate(PerMessageDeflate):
         if self._refused:
             return CloseReason.MESSAGE_TOO_BIG
         if not fin or not self._inbound_is_compressible:
-            # A ping inside a fragmented message leaves the message's state be
-            # (wsproto's own resets it, which garbles the rest of the message).
-            return None
+            return None  # more to come, or a control frame (see frame_inbound_header)
         compressed = self._inbound_compressed
         self._inbound_compressed = None
         if not compressed:

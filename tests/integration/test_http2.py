@@ -58,6 +58,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trustme
+from wsproto.frame_protocol import Opcode
 
 import ticker._hypercorn_fixes
 from ticker.config import Settings
@@ -69,7 +70,14 @@ from ..h2_client import (
     StreamReset,
     client_tls,
 )
-from ..support import STEP_TIMEOUT, HTTPResponse, Server, read_response, serve_ticker
+from ..support import (
+    STEP_TIMEOUT,
+    HTTPResponse,
+    Server,
+    raw_frame,
+    read_response,
+    serve_ticker,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -414,3 +422,27 @@ async def test_a_client_that_grants_window_by_the_byte_is_cut_off_once_its_buffe
             await wait_for_connections(s, ca, 0)
             await client.aclose()
     assert "stopped granting HTTP/2 flow-control window" in caplog.text
+
+
+async def test_data_after_the_server_closed_the_stream_is_dropped(
+    certificate: tuple[Path, Path], ca: trustme.CA
+) -> None:
+    # The server fails the websocket (RSV1 without compression: 1002) and,
+    # after its short close wait, closes the stream; the client writes on.
+    # Stock Hypercorn's lookup of the stream raised KeyError and ended the worker.
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serve_ticker(certificate=certificate) as server:
+            client = await connect(server, ca)
+            await client.receive_json()
+            await client.send_raw(raw_frame(Opcode.TEXT, b"\x00", rsv1=True))
+            assert await client.close_code() == 1002
+            await wait_for_connections(server, ca, 0)
+            await trio.sleep(ticker._hypercorn_fixes.FAILED_CLOSE_WAIT + 0.5)
+            await client.send_raw(H2Websocket.encode_text('{"type":"stop"}'))
+            assert await client.until_ended() == StreamReset(h2.errors.ErrorCodes.STREAM_CLOSED)
+            # The worker is alive: a new websocket on the same server works.
+            other = await connect(server, ca)
+            assert (await other.receive_json())["type"] == "hello"
+            await other.reset()
+            await other.aclose()
+            await client.aclose()

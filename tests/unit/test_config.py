@@ -68,6 +68,13 @@ def test_every_variable_overrides_its_setting() -> None:
     )
 
 
+def test_origins_are_compared_as_browsers_write_them() -> None:
+    raw = "HTTPS://Ticker.Example.org:443/, http://[::1]:8000, http://127.0.0.1:80,"
+    assert Settings.from_env({"TICKER_ALLOWED_ORIGINS": raw}).allowed_origins == frozenset(
+        {"https://ticker.example.org", "http://[::1]:8000", "http://127.0.0.1"}
+    )
+
+
 def test_require_origin_in_the_list_refuses_clients_without_one() -> None:
     settings = Settings.from_env({"TICKER_ALLOWED_ORIGINS": "null, require-origin"})
     assert settings.allowed_origins == frozenset({"null"})
@@ -111,6 +118,13 @@ def test_metrics_switch(value: str, expected: bool) -> None:
         ("TICKER_ALLOWED_ORIGINS", "ticker.example.org", "comma-separated list of origins"),
         ("TICKER_ALLOWED_ORIGINS", "https://a.example/page", "got 'https://a.example/page'"),
         ("TICKER_ALLOWED_ORIGINS", "ftp://a.example", "comma-separated list of origins"),
+        ("TICKER_ALLOWED_ORIGINS", "https://*.example", "got 'https://*.example'"),
+        ("TICKER_ALLOWED_ORIGINS", "https://a.example?x=1", "got 'https://a.example?x=1'"),
+        ("TICKER_ALLOWED_ORIGINS", "https://a.example:99999", "got 'https://a.example:99999'"),
+        ("TICKER_ALLOWED_ORIGINS", "https://me@a.example", "got 'https://me@a.example'"),
+        ("TICKER_ALLOWED_ORIGINS", "http://[::1", "got 'http://[::1'"),
+        ("TICKER_ALLOWED_ORIGINS", "require-origin", "lists no origin"),
+        ("TICKER_ALLOWED_ORIGINS", " , ", "lists no origin"),
         ("TICKER_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"),
     ],
 )

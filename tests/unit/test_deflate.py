@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameProtocol, ParseFailed
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from ticker.deflate import WINDOW_BITS, BoundedDeflate
 
@@ -128,3 +128,61 @@ def test_garbage_that_is_not_deflate_is_invalid_payload() -> None:
     with pytest.raises(ParseFailed) as refused:
         _received(server, _header(len(garbage)) + mask + garbage)
     assert refused.value.code == CloseReason.INVALID_FRAME_PAYLOAD_DATA
+
+
+def _control(opcode: int, payload: bytes = b"") -> bytes:
+    """A masked (zero mask) control frame from the client."""
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+
+
+PONG, PING = 0xA, 0x9
+
+
+def test_a_pong_between_compressed_messages_changes_nothing() -> None:
+    # What every browser does once keepalive pings flow.
+    client, server = _pair(CHROMIUM_OFFER)
+    first = bytes(client.send_data('{"type":"stop"}', fin=True))
+    second = bytes(client.send_data('{"type":"stop","again":1}', fin=True))
+    server.receive_bytes(first + _control(PONG, b"ticker") + second)
+    frames = list(server.received_frames())
+    assert [frame.opcode for frame in frames] == [Opcode.TEXT, Opcode.PONG, Opcode.TEXT]
+    assert [frames[0].payload, frames[2].payload] == [
+        '{"type":"stop"}',
+        '{"type":"stop","again":1}',
+    ]
+
+
+def test_a_ping_inside_a_fragmented_compressed_message_changes_nothing() -> None:
+    client, server = _pair(CHROMIUM_OFFER)
+    head = bytes(client.send_data("a" * 40, fin=False))
+    tail = bytes(client.send_data("b" * 40, fin=True))
+    server.receive_bytes(head + _control(PING) + tail)
+    frames = list(server.received_frames())
+    text = "".join(str(f.payload) for f in frames if f.opcode is not Opcode.PING)
+    assert text == "a" * 40 + "b" * 40
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; client_max_window_bits=x",
+        'permessage-deflate; client_max_window_bits="10"',
+        "permessage-deflate; server_max_window_bits=",
+        "permessage-deflate; server_max_window_bits=8",
+        "permessage-deflate; client_max_window_bits=16",
+    ],
+)
+def test_a_malformed_or_impossible_offer_is_declined(offer: str) -> None:
+    assert BoundedDeflate(max_message_size=4096).accept(offer) is None
+
+
+def test_of_several_offers_the_first_acceptable_one_is_the_answer() -> None:
+    deflate = BoundedDeflate(max_message_size=4096)
+    offers = [
+        "permessage-deflate; server_max_window_bits=8",  # impossible: declined
+        "permessage-deflate; client_max_window_bits=10; server_max_window_bits=10",
+        CHROMIUM_OFFER,
+    ]
+    answers = [deflate.accept(offer) for offer in offers]
+    assert answers == [None, "server_max_window_bits=10; client_max_window_bits=10", None]
+    assert (deflate.client_max_window_bits, deflate.server_max_window_bits) == (10, 10)
