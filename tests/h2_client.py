@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import ssl
 import struct
@@ -30,6 +29,8 @@ import h2.events
 import h2.settings
 import trio
 from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from .support import close_sockets
 
 #: Upper bound for one network step, as tests/support.py's STEP_TIMEOUT.
 STEP_TIMEOUT = 10.0
@@ -232,10 +233,7 @@ class H2Websocket:
     @classmethod
     def close_all(cls) -> None:
         """Synchronous teardown of every client's socket (a test may have left them open)."""
-        for client in cls.made:
-            descriptor = client.sock.detach()
-            if descriptor >= 0:
-                os.close(descriptor)
+        close_sockets(client.sock for client in cls.made)
         cls.made.clear()
 
     # --- receiving -----------------------------------------------------------

@@ -11,7 +11,7 @@ import ssl
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import hypercorn.trio
 import trio
+import trio.lowlevel
 import wsproto
 import wsproto.events
 from hypercorn.config import Config
@@ -230,6 +231,15 @@ async def wait_for_connections(server: Server, expected: int) -> None:
             await trio.sleep(0.02)
 
 
+def close_sockets(sockets: Iterable[trio.socket.SocketType]) -> None:
+    """Synchronous teardown of test clients' sockets: detach from trio (whose close
+    needs a running loop), then close each descriptor that was still open."""
+    for sock in sockets:
+        descriptor = sock.detach()
+        if descriptor >= 0:
+            os.close(descriptor)
+
+
 class RawWebsocket:
     """A bare wsproto client, for what polite clients never do (resets, huge frames)."""
 
@@ -244,12 +254,7 @@ class RawWebsocket:
 
     @classmethod
     def close_all(cls) -> None:
-        for client in cls.made:
-            # Synchronous teardown: detach from trio (whose close needs a running
-            # loop), then close the descriptor if it was still open.
-            descriptor = client.sock.detach()
-            if descriptor >= 0:
-                os.close(descriptor)
+        close_sockets(client.sock for client in cls.made)
         cls.made.clear()
 
     @classmethod
@@ -394,3 +399,14 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")  # pragma: no cover
+
+
+def count_tasks() -> int:
+    """Every Trio task alive in this run: a connection that leaves one behind leaks."""
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)

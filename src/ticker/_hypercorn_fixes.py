@@ -720,13 +720,13 @@ def _own_the_websocket_conversation() -> None:
         await app_send(self, message)
 
     async def sending_event(self: WSStream, event: Any) -> None:
+        if not isinstance(event, CloseConnection):  # every tick: nothing more to do
+            await send_event(self, event)
+            return
         talk = _conversation(self)
         connection = getattr(self, "connection", None)  # None: the handshake failed
         starts_close = (
-            talk is not None
-            and connection is not None
-            and isinstance(event, CloseConnection)
-            and connection.state is ConnectionState.OPEN
+            talk is not None and connection is not None and connection.state is ConnectionState.OPEN
         )
         await send_event(self, event)
         if (

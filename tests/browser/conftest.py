@@ -154,6 +154,11 @@ def page(
         # only after this page is closed: an open page would log its reconnect
         # attempts (ERR_CONNECTION_REFUSED) as console errors.
         request.getfixturevalue("server")
+    yield from watched_page(browser, problems)
+
+
+def watched_page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
+    """A fresh page whose console errors and failed requests fail the test at teardown."""
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)

@@ -26,7 +26,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from .conftest import WEBSOCKET_FAILED, HypercornProcess, PageProblems, chromium_executable
+from .conftest import (
+    WEBSOCKET_FAILED,
+    HypercornProcess,
+    PageProblems,
+    chromium_executable,
+    watched_page,
+)
 from .test_page import CONNECTED, start, ticks
 
 pytestmark = pytest.mark.slow
@@ -94,20 +100,6 @@ def tls_browser(playwright: Playwright, certificate: Certificate) -> Iterator[Br
     )
     yield browser
     browser.close()
-
-
-def watched_page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
-    """What conftest's ``page`` fixture does, for another browser."""
-    context = browser.new_context(viewport={"width": 1000, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.on("console", problems.on_console)
-    page.on("pageerror", lambda error: problems.console.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.failed_requests.append(request.url))
-    yield page
-    context.close()
-    assert problems.console == []
-    assert problems.failed_requests == []
 
 
 @pytest.fixture

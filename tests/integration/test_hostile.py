@@ -25,6 +25,7 @@ from ..support import (
     STEP_TIMEOUT,
     RawWebsocket,
     Server,
+    count_tasks,
     raw_frame,
     read_response,
     run_server_command,
@@ -356,15 +357,6 @@ async def test_handshakes_reset_while_being_answered_do_not_end_the_keepalive() 
         assert (await client.receive_json())["type"] == "hello"
         assert isinstance(await client.next_event(), wsproto.events.Ping)  # keepalive lives
         await client.abort()
-
-
-def count_tasks() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    return walk(root)
 
 
 async def test_an_app_that_ends_with_its_queue_full_leaves_nothing_behind() -> None:

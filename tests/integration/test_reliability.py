@@ -26,6 +26,7 @@ from ..support import (
     RawWebsocket,
     Server,
     ServerProcess,
+    count_tasks,
     http_get,
     open_connections,
     raw_frame,
@@ -261,15 +262,6 @@ async def test_connection_limit_from_the_environment(tmp_path: Path) -> None:
 
 
 # --- 5. no leaks --------------------------------------------------------------------------
-
-
-def count_tasks() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    return walk(root)
 
 
 async def churn(server: Server, cycles: int) -> None:
