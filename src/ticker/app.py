@@ -18,6 +18,7 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 
 from . import __version__, _hypercorn_fixes
+from .addresses import format_peer
 from .config import ConfigError, Settings
 from .metrics import Metrics, open_metrics
 from .protocol import CLOSE_MESSAGE_TOO_BIG, ProtocolError
@@ -120,6 +121,8 @@ class TickerApp(QuartTrio):
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            self._register_with_the_server(scope)
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
@@ -131,6 +134,17 @@ class TickerApp(QuartTrio):
             await super().__call__(scope, server_close.watching(receive), send)
         finally:
             _server_close.reset(token)
+
+    def _register_with_the_server(self, scope: Any) -> None:
+        """Hand the server our websocket policy and shutdown hook, if it offers to take them.
+
+        Hypercorn patched by ``_hypercorn_fixes`` offers ``register`` in the
+        lifespan scope; ASGI middleware around this app passes it through.
+        Other servers offer nothing: their own limits and shutdown apply.
+        """
+        offer = (scope.get("extensions") or {}).get(_hypercorn_fixes.EXTENSION)
+        if offer is not None:
+            offer["register"](self.websocket_policy, self.begin_shutdown)
 
     def begin_shutdown(self) -> None:
         """Called by the server when graceful shutdown begins (see ``_hypercorn_fixes``)."""
@@ -144,6 +158,7 @@ def create_app(settings: Settings | None = None) -> TickerApp:
 
     Raises:
         ConfigError: a ``TICKER_*`` variable is malformed.
+        UnsupportedHypercorn: the installed Hypercorn is not one ticker's fixes were checked on.
     """
     settings = Settings.from_env() if settings is None else settings
     _configure_logging(settings.log_level)
@@ -275,14 +290,8 @@ async def _publish_periodically(app: TickerApp, scope: trio.CancelScope) -> None
 
 
 def _peer() -> str:
-    """``host:port`` (``[v6]:port``); only the host when a proxy told us the address."""
-    client = websocket.scope.get("client")
-    if not client:
-        return "unknown peer"
-    host, port = client[0], client[1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}" if port else host
+    """The websocket's client for log lines; only the host when a proxy told us the address."""
+    return format_peer(websocket.scope.get("client"))
 
 
 def _origin_allowed(origin: str | None, settings: Settings) -> bool:
@@ -339,3 +348,5 @@ try:
 except ConfigError as error:
     # One line naming the variable, instead of a traceback from inside hypercorn.
     raise SystemExit(f"ticker: configuration error: {error}") from None
+except _hypercorn_fixes.UnsupportedHypercorn as error:
+    raise SystemExit(f"ticker: {error}") from None

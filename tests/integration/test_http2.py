@@ -1,7 +1,7 @@
 """Websockets over HTTP/2 (RFC 8441): what a browser may use when Hypercorn terminates TLS.
 
 Hypercorn offers h2 by ALPN and SETTINGS_ENABLE_CONNECT_PROTOCOL, so each of
-ticker's Hypercorn fixes (src/ticker/_hypercorn_fixes.py) either has an HTTP/2
+ticker's Hypercorn fixes (src/ticker/_hypercorn_fixes/) either has an HTTP/2
 test here or a note saying why HTTP/2 does not need it:
 
 - Fix 1 (a disconnect never waits for the app's queue): a test, which holds,
@@ -60,7 +60,8 @@ import trio.lowlevel
 import trustme
 from wsproto.frame_protocol import Opcode
 
-import ticker._hypercorn_fixes
+import ticker._hypercorn_fixes.http2_flow_control
+import ticker._hypercorn_fixes.streams
 from ticker.config import Settings
 
 from ..h2_client import (
@@ -400,7 +401,7 @@ async def test_a_client_that_grants_window_by_the_byte_is_cut_off_once_its_buffe
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # 64 KiB would take a minute of ticks to fill; 4 KiB takes a second.
-    monkeypatch.setattr(ticker._hypercorn_fixes, "MAX_STREAM_BUFFER", 4096)
+    monkeypatch.setattr(ticker._hypercorn_fixes.http2_flow_control, "MAX_STREAM_BUFFER", 4096)
     send_timeout = 1.0
     caplog.set_level(logging.INFO)
     with trio.fail_after(TEST_TIMEOUT):
@@ -437,7 +438,7 @@ async def test_data_after_the_server_closed_the_stream_is_dropped(
             await client.send_raw(raw_frame(Opcode.TEXT, b"\x00", rsv1=True))
             assert await client.close_code() == 1002
             await wait_for_connections(server, ca, 0)
-            await trio.sleep(ticker._hypercorn_fixes.FAILED_CLOSE_WAIT + 0.5)
+            await trio.sleep(ticker._hypercorn_fixes.streams.FAILED_CLOSE_WAIT + 0.5)
             await client.send_raw(H2Websocket.encode_text('{"type":"stop"}'))
             assert await client.until_ended() == StreamReset(h2.errors.ErrorCodes.STREAM_CLOSED)
             # The worker is alive: a new websocket on the same server works.

@@ -222,7 +222,7 @@ async def test_reset_during_a_burst_of_commands_leaves_no_connection_behind() ->
     # A client floods starts without reading, then resets the TCP connection.
     # The server's answer hits the dead socket while its receive queues are
     # full; hypercorn then delivers the disconnect into a full queue from the
-    # very task that should drain it (see ticker/_hypercorn_fixes.py).
+    # very task that should drain it (see ticker/_hypercorn_fixes/disconnects.py).
     async with serve_ticker() as server:
         frame = RawWebsocket.encode_text('{"interval":0.01}')
         for attempt in range(60):
