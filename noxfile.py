@@ -27,6 +27,35 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "--ignore=tests/browser", "--ignore=tests/deploy", *session.posargs)
 
 
+def lowest_supported() -> list[str]:
+    """``name==lowest`` for every runtime dependency (each is declared ``>=lowest,<bound``)."""
+    pins = []
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name, _, bounds = requirement.partition(">=")
+        pins.append(f"{name}=={bounds.split(',')[0]}")
+    return pins
+
+
+SHOW_VERSIONS = (
+    "import importlib.metadata as m, tomllib, re;"
+    "deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'];"
+    "print(*(f'{n} {m.version(n)}' for n in (re.split(r'[\\[<>=]', d)[0] for d in deps)))"
+)
+
+
+@nox.session
+@nox.parametrize("versions", ["lowest", "highest"])
+def compat(session: nox.Session, versions: str) -> None:
+    """Run the integration tests on the lowest, then the highest, supported dependencies."""
+    if versions == "lowest":
+        session.install(".", *group("test"), *lowest_supported())
+    else:
+        session.install("--upgrade", ".", *group("test"))
+    session.run("python", "-c", SHOW_VERSIONS)  # the matrix row, in the log
+    # The soak (minutes of churn) measures leaks, not compatibility: `tests` runs it.
+    session.run("pytest", "tests/integration", "-m", "not soak", *session.posargs)
+
+
 NO_CHROMIUM = (
     "No Chromium for the browser tests. Install Debian's package "
     "(`apt-get install chromium`), or set TICKER_CHROMIUM to a Chromium or Chrome "

@@ -15,6 +15,9 @@ context variable set for the duration of ``worker_serve``, which every
 connection's task inherits. Nothing is held in module globals, so two
 servers in one process (or two ``trio.run``\\ s in one test session) never
 see each other's settings.
+Tests: tests/integration/test_boundary.py::
+           test_a_wrapped_app_still_refuses_an_oversized_message_before_it_has_all_arrived
+       tests/unit/test_boundary.py::test_one_server_takes_one_registration
 """
 
 from __future__ import annotations

@@ -10,15 +10,17 @@ recycling, and Ctrl-C with ``--workers 0`` (Hypercorn serving in its main
 process, where SIGTERM also kills at once).
 Tests: tests/integration/test_reliability.py::
            test_shutdown_closes_every_websocket_with_1001_and_exits_0
-       tests/integration/test_boundary.py::test_ctrl_c_with_workers_0_closes_with_1001
+       tests/integration/test_boundary.py::test_with_workers_0_shutdown_closes_with_1001
        tests/integration/test_boundary.py::test_max_requests_recycling_closes_with_1001
+       tests/integration/test_boundary.py::
+           test_a_wrapped_app_still_closes_its_websockets_with_1001_at_shutdown
 
 Fix: Hypercorn sets its worker context's ``terminated`` event on every path
 out of serving (a trigger, ``--max-requests``, KeyboardInterrupt). That event
 is ours (``Terminated``): setting it calls the registered app's shutdown hook
 first, which closes its websockets with 1001, so the connections end and
 Hypercorn's wait ends early. Without a shutdown trigger (``--workers 0``, a
-bare ``serve()``), SIGTERM becomes one, as it is with workers.
+bare ``serve()``), SIGTERM and SIGINT become one, as they are with workers.
 
 Upstream problem, with ``--workers N``: a worker process keeps the default
 SIGTERM action (die at once). Hypercorn's main process SIGTERMs the workers
@@ -129,14 +131,21 @@ async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
             nursery.start_soon(wait_then_cancel, wait)
 
 
-def _sigterms(shutdown_trigger: object) -> contextlib.AbstractContextManager[Any]:
-    """SIGTERM as a shutdown trigger: in a worker process, and where Hypercorn has no trigger.
+def _stop_signals(shutdown_trigger: object) -> contextlib.AbstractContextManager[Any]:
+    """The signals that are one more shutdown trigger here (fix 3).
 
-    In-process with a trigger (tests, an embedding program), the caller owns signals.
+    In a worker process: SIGTERM (its SIGINT is ignored, Hypercorn's main
+    process owns Ctrl-C). Without any trigger (``--workers 0``, a bare
+    ``serve()``): SIGTERM, and SIGINT too, which Trio would otherwise raise
+    as KeyboardInterrupt in whichever task happens to run, a connection's
+    included, ending the server without a goodbye. In-process with a trigger
+    (tests, an embedding program), the caller owns signals.
     """
-    in_worker = multiprocessing.parent_process() is not None
-    untriggered = shutdown_trigger is None
-    if (in_worker or untriggered) and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    if shutdown_trigger is None:
+        return trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+    if multiprocessing.parent_process() is not None:
         return trio.open_signal_receiver(signal.SIGTERM)
     return contextlib.nullcontext()
 
@@ -157,10 +166,10 @@ def install(patch: Patch) -> None:
         shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        with _sigterms(shutdown_trigger) as sigterms:
-            if sigterms is not None:
+        with _stop_signals(shutdown_trigger) as signals:
+            if signals is not None:
                 trigger = shutdown_trigger
-                waits: list[Callable[[], Awaitable[object]]] = [partial(anext, sigterms)]
+                waits: list[Callable[[], Awaitable[object]]] = [partial(anext, signals)]
                 if trigger is not None:
                     waits.append(trigger)
                 shutdown_trigger = partial(_first_of, *waits)
