@@ -182,6 +182,19 @@ def test_every_cited_test_exists(module: str, path: str, name: str) -> None:
     assert name in defined, f"{module} cites {path}::{name}, which does not exist"
 
 
+def test_every_fix_names_its_upstream_report_and_every_report_is_named() -> None:
+    named: dict[str, set[str]] = {}
+    for module in sorted(PACKAGE.glob("*.py")):
+        for report in re.findall(r"docs/upstream/([\w-]+\.md)", module.read_text()):
+            named.setdefault(report, set()).add(module.name)
+    reports = {path.name for path in (ROOT / "docs" / "upstream").glob("*.md")} - {"README.md"}
+    assert set(named) - {"README.md"} == reports  # none missing, none stale
+    naming = set().union(*named.values())
+    for fix in fixes.FIXES:
+        assert Path(fix.__file__ or "").name in naming, fix.__name__
+    assert {"keepalive.py", "proxy_schemes.py"} <= naming
+
+
 class _NoNursery:
     def start_soon(self, *args: object) -> None:
         raise AssertionError("no keepalive was asked for")

@@ -8,6 +8,7 @@ which is the app's own task. If the client had sent frames faster than the
 app answered them, the channel is full, the only task that drains it is the
 one now waiting to put into it, and the connection hangs forever: its
 handler never ends, its socket is never closed.
+Report: docs/upstream/trio-disconnect-into-full-queue.md
 Tests: tests/integration/test_server.py::
            test_reset_during_a_burst_of_commands_leaves_no_connection_behind
        tests/integration/test_http2.py::

@@ -13,8 +13,11 @@ connection slot live as long as the client likes, and the buffer grows by
 every message sent: ``pop(0)`` on a window-less stream sets the buffer's
 "paused" event, so ``push`` never waits, even far past its high-water mark.
 A close (``EndData``) waits in ``StreamBuffer.drain()`` for ever.
-Test: tests/integration/test_http2.py::
-          test_a_client_that_stops_granting_window_is_cut_off_after_the_send_timeout
+Report: docs/upstream/write-without-deadline.md (with fix 2: the same missing deadline)
+Tests: tests/integration/test_http2.py::
+           test_a_client_that_stops_granting_window_is_cut_off_after_the_send_timeout
+       tests/integration/test_http2.py::
+           test_a_client_that_grants_window_by_the_byte_is_cut_off_once_its_buffer_is_full
 
 Fix: when the send task finds data waiting on a stream without window, or
 more than ``MAX_STREAM_BUFFER`` of it, a watchdog starts for that stream; it
@@ -33,6 +36,7 @@ buffers open, and the send task, the only one that releases a writer waiting
 in ``push`` (over the high-water mark) or ``drain``, has ended. The app's
 task waits there for ever; Quart's reader, its queue full, never reaches
 the disconnect; the handler holds its slot until shutdown cancels it.
+Report: docs/upstream/http2-writers-stuck-after-close.md
 Test: tests/integration/test_http2.py::
           test_a_client_that_stops_reading_over_http2_is_reset_after_the_send_timeout
 

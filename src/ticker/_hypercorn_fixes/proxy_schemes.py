@@ -5,6 +5,7 @@ X-Forwarded-Proto into ``scope["scheme"]`` for websocket scopes too, so a
 websocket behind nginx gets scheme "https" where ASGI says "wss". Werkzeug's
 router, which Quart uses, takes "https" for plain HTTP and answers the
 handshake with 400 (``WebsocketMismatch``).
+Report: docs/upstream/proxy-fix-websocket-scheme.md
 Test: tests/app/test_app.py::test_proxy_hops_take_the_client_address_from_x_forwarded_for
 
 Fix: not a patch but a wrapper: after ProxyFixMiddleware, map a websocket's

@@ -5,6 +5,7 @@ upgrade request: 400; an unknown server name: 404) it answers with
 ``Connection: close`` and marks the stream closed, but never reports
 ``StreamClosed``, so the HTTP/1.1 connection is neither closed nor idle:
 it stays open for ever. A client can hold sockets this way at no cost.
+Report: docs/upstream/refused-websocket-handshake-never-closes.md (both parts)
 Test: tests/integration/test_reliability.py::
           test_a_refused_websocket_handshake_closes_its_connection
 
@@ -19,7 +20,8 @@ Test: tests/integration/test_http2.py::
 And DATA for a stream the server has already closed (a websocket the server
 closed, fix 7, to which the client still writes) is dropped: stock Hypercorn
 looks the stream up without a guard and the KeyError ends the worker (found
-by review).
+by review). Report: docs/upstream/http2-data-after-stream-closed.md (known
+upstream: #329, #197, open PRs #312, #334).
 Test: tests/integration/test_http2.py::test_data_after_the_server_closed_the_stream_is_dropped
 """
 

@@ -8,6 +8,7 @@ every client sees an abnormal closure (1006) instead of 1001 "going away".
 The same holds for every other way a worker stops serving: ``--max-requests``
 recycling, and Ctrl-C with ``--workers 0`` (Hypercorn serving in its main
 process, where SIGTERM also kills at once).
+Report: docs/upstream/graceful-shutdown-websockets-not-told.md
 Tests: tests/integration/test_reliability.py::
            test_shutdown_closes_every_websocket_with_1001_and_exits_0
        tests/integration/test_boundary.py::test_with_workers_0_shutdown_closes_with_1001
@@ -28,6 +29,7 @@ still shutting down as soon as the first one has exited, and systemd
 (KillMode=control-group, its default) SIGTERMs every process at once: either
 way workers die mid-shutdown, their clients see 1006 instead of 1001 and
 ``--graceful-timeout`` means nothing.
+Report: docs/upstream/workers-killed-mid-shutdown.md
 Test: tests/integration/test_reliability.py::
           test_sigterm_to_a_multi_worker_server_still_closes_with_1001
 

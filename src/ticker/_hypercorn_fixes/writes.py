@@ -8,6 +8,7 @@ a) Every write is ``send_all`` under ``CancelScope(shield=True)`` with no
    the wire). A client whose TCP window is full therefore blocks the writing
    task for ever: cancelling a schedule, closing the websocket and even the
    server's graceful-shutdown deadline all wait on it.
+   Report: docs/upstream/write-without-deadline.md
    Tests: tests/integration/test_reliability.py::
               test_a_stalled_reader_is_reset_after_the_send_timeout
           tests/integration/test_reliability.py::test_stalled_readers_do_not_block_shutdown
@@ -16,6 +17,7 @@ b) Hypercorn runs its connection bookkeeping (``Closed`` -> close the socket,
    Quart-Trio cancels that task as soon as Hypercorn reports the request's
    end, so the socket close and the keep-alive timer are cancelled half-way:
    ``Connection: close`` is ignored and idle connections live for ever.
+   Report: docs/upstream/trio-connection-bookkeeping-cancelled.md
    Tests: tests/integration/test_reliability.py::test_http_connection_close_is_honoured
           tests/integration/test_reliability.py::
               test_http_idle_keep_alive_connection_is_closed_after_the_timeout
