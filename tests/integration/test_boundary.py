@@ -47,12 +47,16 @@ def wrapped(app: Any) -> Any:
 
 
 @asynccontextmanager
-async def serve_wrapped(settings: Settings) -> AsyncIterator[tuple[Server, trio.Event]]:
+async def serve_wrapped(
+    settings: Settings, **config_values: Any
+) -> AsyncIterator[tuple[Server, trio.Event]]:
     """ticker inside a middleware on Hypercorn's trio worker; set the event to shut down."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.accesslog = None
+    for name, value in config_values.items():
+        setattr(config, name, value)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
@@ -85,6 +89,21 @@ async def test_a_wrapped_app_still_refuses_an_oversized_message_before_it_has_al
         await client.stream.send_all(frame[: 16 * 1024])  # the rest never comes
         assert await client.close_code() == 1009
         await client.stream.aclose()
+
+
+async def test_a_request_for_an_unknown_server_name_gets_404_and_its_connection_closes() -> None:
+    # Hypercorn refuses it itself; stock Hypercorn then left the connection
+    # open for ever (keep-alive is long here, so only the fix can close it).
+    values = {"server_names": ["ticker.example"], "keep_alive_timeout": 60.0}
+    async with serve_wrapped(Settings(), **values) as (server, _):
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+            received = b""
+            with trio.fail_after(10):  # far below the keep-alive
+                while chunk := await stream.receive_some():
+                    received += chunk
+    assert received.startswith(b"HTTP/1.1 404")
 
 
 async def test_two_servers_in_one_process_keep_their_own_policies() -> None:

@@ -65,6 +65,7 @@ CHECKED: Final = {
     "hypercorn.trio.run.worker_serve": "8dc8347a9fc357ca",
     "hypercorn.trio.worker_serve": "8dc8347a9fc357ca",
     "hypercorn.protocol.ws_stream.WSStream.handle": "743209f49012b8c7",
+    "hypercorn.protocol.http_stream.HTTPStream.handle": "6ed2e34c5e708c6a",
     "hypercorn.protocol.h2.H2Protocol._handle_events": "3378aef0a2348f0d",
     "hypercorn.protocol.ws_stream.Handshake.accept": "e163533bf7919793",
     "hypercorn.protocol.ws_stream.WSStream._accept": "144623ad2e13fc56",

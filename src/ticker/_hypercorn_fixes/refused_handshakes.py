@@ -1,4 +1,4 @@
-"""Fix 4: a refused websocket handshake must end its connection (HTTP/1.1 and HTTP/2).
+"""Fix 4: a refused handshake or request must end its connection (HTTP/1.1 and HTTP/2).
 
 Upstream problem: when ``WSStream`` refuses a handshake itself (a malformed
 upgrade request: 400; an unknown server name: 404) it answers with
@@ -6,8 +6,12 @@ upgrade request: 400; an unknown server name: 404) it answers with
 ``StreamClosed``, so the HTTP/1.1 connection is neither closed nor idle:
 it stays open for ever. A client can hold sockets this way at no cost.
 Report: docs/upstream/refused-websocket-handshake-never-closes.md (both parts)
-Test: tests/integration/test_reliability.py::
-          test_a_refused_websocket_handshake_closes_its_connection
+The same holds for a plain HTTP request that ``HTTPStream`` refuses itself
+(404 for a Host not in ``--server-name``; found while writing that report).
+Tests: tests/integration/test_reliability.py::
+           test_a_refused_websocket_handshake_closes_its_connection
+       tests/integration/test_boundary.py::
+           test_a_request_for_an_unknown_server_name_gets_404_and_its_connection_closes
 
 Over HTTP/2 the refused stream closes while ``H2Protocol._handle_events`` is
 still handling its request, which then reports the connection busy
@@ -36,21 +40,29 @@ import h2.exceptions
 from hypercorn.events import Updated
 from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import WSStream
 
 from ._patching import Patch
 
 
 def install(patch: Patch) -> None:
-    handle = WSStream.handle
     handle_h2_events = H2Protocol._handle_events
 
-    async def patched_handle(self: WSStream, event: Any) -> None:
-        was_closed = self.closed
-        await handle(self, event)
-        refused = isinstance(event, Request) and self.closed and self.app_put is None
-        if refused and not was_closed:
-            await self.send(StreamClosed(stream_id=self.stream_id))
+    def ending_refusals(handle: Any) -> Any:
+        async def patched_handle(self: WSStream | HTTPStream, event: Any) -> None:
+            was_closed = self.closed
+            await handle(self, event)
+            # HTTPStream has no ``app_put`` until its app is spawned.
+            refused = (
+                isinstance(event, Request)
+                and self.closed
+                and getattr(self, "app_put", None) is None
+            )
+            if refused and not was_closed:
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+        return patched_handle
 
     async def patched_h2_events(self: H2Protocol, events: list[Any]) -> None:
         for event in events:  # one at a time: any of them may close a stream
@@ -72,5 +84,6 @@ def install(patch: Patch) -> None:
         if opened and all(stream.idle for stream in self.streams.values()):
             await self.send(Updated(idle=True))
 
-    patch(WSStream, "handle", patched_handle)
+    patch(WSStream, "handle", ending_refusals(WSStream.handle))
+    patch(HTTPStream, "handle", ending_refusals(HTTPStream.handle))
     patch(H2Protocol, "_handle_events", patched_h2_events)
