@@ -119,7 +119,7 @@ def screenshot(session: nox.Session) -> None:
     session.install(".", *group("browser"))
     chromium = find_chromium(session)
     env = {} if chromium is None else {"TICKER_CHROMIUM": chromium}
-    session.run("python", "-m", "tests.browser.screenshot", "docs/screenshot.png", env=env)
+    session.run("python", "tools/screenshot.py", "docs/screenshot.png", env=env)
 
 
 @nox.session

@@ -3,7 +3,8 @@
 Protocol with the parent: connect every client, print ``READY``, wait for a
 line on stdin, run the scenario, write the results as JSON to ``--result-file``.
 Lateness of tick ``seq`` = its arrival - (t0 + seq x interval) on this process's
-monotonic clock, t0 fitted as the page and ``ticker watch`` do (see tick_client).
+monotonic clock, t0 fitted as the page and ``ticker watch`` do
+(``ticker.client_stats.fit_lateness``).
 
 Each client offers what Chromium, Firefox and Safari offer, exactly
 ``Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits``, unless
@@ -26,6 +27,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidMessage
 from websockets.extensions.base import ClientExtensionFactory
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+from ticker.client_stats import fit_lateness
 
 CONNECT_CONCURRENCY = 100  # handshakes in flight at once
 GRACE = 2.0  # seconds after the last slot's deadline before its tick counts as lost
@@ -97,7 +100,7 @@ async def tick_client(
     t_started = time.monotonic()
     starts.append(t_started - asked)
     give_up = t_started + last_slot * interval + GRACE
-    arrivals: list[tuple[float, int]] = []
+    arrivals: list[tuple[int, float]] = []
     while (left := give_up - time.monotonic()) > 0:
         try:
             raw = await asyncio.wait_for(ws.recv(), left)
@@ -110,16 +113,12 @@ async def tick_client(
         seq = message["seq"]
         if seq > last_slot:
             break
-        arrivals.append((now, seq))
+        arrivals.append((seq, now))
         if seq == last_slot:
             break
     await ws.send('{"type":"stop"}')
-    # The schedule's t0 is the server's, not on our clock: `started` arriving
-    # bounds it from above, any tick arriving "early" proves an earlier one
-    # (as the page and `ticker watch` do). How long `started` took is reported
-    # on its own ("start delay").
-    t0 = min([t_started] + [at - seq * interval for at, seq in arrivals])
-    lateness.extend(at - (t0 + seq * interval) for at, seq in arrivals)
+    # How long `started` took is reported on its own ("start delay").
+    lateness.extend(fit_lateness(arrivals, interval, started=t_started))
     return len(arrivals)
 
 

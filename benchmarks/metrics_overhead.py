@@ -37,7 +37,7 @@ def micro() -> dict[str, float]:
     from prometheus_client import values
 
     from ticker.metrics import Metrics
-    from ticker.tally import Tally
+    from ticker.server_tally import Tally
 
     values.ValueClass = values.MultiProcessValue()  # as a ticker worker has it
     metrics = Metrics(Path(tempfile.mkdtemp(prefix="ticker-micro-")))

@@ -21,14 +21,10 @@ from . import __version__, _hypercorn_fixes
 from .addresses import format_peer
 from .config import ConfigError, Settings
 from .metrics import Metrics, open_metrics
-from .protocol import CLOSE_MESSAGE_TOO_BIG, ProtocolError
+from .protocol import CloseCode, ProtocolError
+from .server_tally import Tally
 from .session import Close, Session
-from .tally import Tally
 
-#: RFC 6455 "going away": the server is shutting down.
-CLOSE_GOING_AWAY: Final = 1001
-#: RFC 6455 "internal error": a bug in the server, not in the client.
-CLOSE_INTERNAL_ERROR: Final = 1011
 #: How often a worker adds its tally to the metrics other workers can read (seconds).
 PUBLISH_PERIOD: Final = 1.0
 
@@ -253,13 +249,13 @@ def create_app(settings: Settings | None = None) -> TickerApp:
                 except Exception:
                     # A bug of ours: say so with 1011 rather than Quart's clean 1000.
                     log.exception("%s: session failed", peer)
-                    close = Close(CLOSE_INTERNAL_ERROR, "internal error")
+                    close = Close(CloseCode.INTERNAL_ERROR, "internal error")
                 finally:
                     connections.scopes.discard(scope)
             if scope.cancelled_caught:  # only shutdown cancels it (see Connections)
-                close = Close(CLOSE_GOING_AWAY, "server shutting down")
+                close = Close(CloseCode.GOING_AWAY, "server shutting down")
             if close is not None:
-                if close.code == CLOSE_MESSAGE_TOO_BIG:
+                if close.code == CloseCode.MESSAGE_TOO_BIG:
                     log.warning("%s closed with 1009: %s", peer, close.reason)
                 outcome = f"closed with {close.code} ({close.reason})"
                 await websocket.close(close.code, close.reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import ssl
@@ -24,7 +25,7 @@ from trio_websocket import (
 )
 
 from . import __version__
-from .stats import LatenessRecorder, Summary
+from .client_stats import LatenessFit, LatenessRecorder, Summary
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8000/ws"
 CONNECT_TIMEOUT: Final = 10.0  # seconds to open the websocket
@@ -106,7 +107,7 @@ class Watch:
     def __post_init__(self) -> None:
         self.style = Style.for_stream(self.out)
         self._schedule_id: int | None = None
-        self._t0 = 0.0
+        self._fit: LatenessFit | None = None  # from `started` on
         self._last_seq = 0
 
     async def run(self) -> None:
@@ -244,13 +245,15 @@ class Watch:
         while True:
             message = await self._receive(ws)
             kind = message.get("type")
-            if kind == "error" and self._schedule_id is None:
+            if kind == "error" and self._fit is None:
                 raise WatchError(EXIT_USAGE, str(message.get("message")))
             if kind == "started":
                 self._started(message)
-            elif kind == "tick" and message.get("id") == self._schedule_id:
-                self._tick(message)
-            elif kind == "done" and message.get("id") == self._schedule_id:
+            elif self._fit is None or whole(message.get("id")) != self._schedule_id:
+                continue  # not about our schedule (or before it started)
+            elif kind == "tick":
+                self._tick(self._fit, message)
+            elif kind == "done":
                 self._done(message)
                 return
 
@@ -268,26 +271,43 @@ class Watch:
             print(json.dumps(message, separators=(",", ":")), file=self.out, flush=True)
         return message
 
+    def _invalid(self, message: dict[str, object], name: str) -> WatchError:
+        """A server message without a usable ``name``: not what a ticker server sends."""
+        text = json.dumps(message, separators=(",", ":"))
+        kind = message.get("type")
+        return WatchError(
+            EXIT_CONNECTION, f"{self.url} sent a {kind} message with an invalid {name}: {text}"
+        )
+
     def _started(self, message: dict[str, object]) -> None:
-        schedule_id = message.get("id")
-        assert isinstance(schedule_id, int)
+        now = trio.current_time()
+        schedule_id = whole(message.get("id"))
+        if schedule_id is None or schedule_id < 1:
+            raise self._invalid(message, "id")
+        interval = message.get("interval")
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
+        ):
+            raise self._invalid(message, "interval")
         self._schedule_id = schedule_id
-        self._t0 = trio.current_time()
+        self._fit = LatenessFit(interval, started=now)
         if not self.as_json:
             total = "until Ctrl-C" if self.count is None else f"{self.count} ticks"
             line = f"watching {self.url}: every {self.interval:g} s, {total}"
             print(self.style.dim(line), file=self.out, flush=True)
 
-    def _tick(self, message: dict[str, object]) -> None:
+    def _tick(self, fit: LatenessFit, message: dict[str, object]) -> None:
         now = trio.current_time()
-        seq = message.get("seq")
-        assert isinstance(seq, int)
-        # Our clock is not the server's: `started` arriving bounds t0 from
-        # above, and any tick arriving "early" proves an earlier one.
-        due = self._t0 + seq * self.interval
-        if now < due:
-            self._t0 -= due - now
-        lateness = now - (self._t0 + seq * self.interval)
+        seq = whole(message.get("seq"))
+        if seq is None or seq < 1:
+            raise self._invalid(message, "seq")
+        if seq <= self._last_seq:  # slots only go forward (docs/protocol.md)
+            raise WatchError(
+                EXIT_CONNECTION, f"{self.url} sent tick #{seq} after tick #{self._last_seq}"
+            )
+        lateness = fit.lateness(seq, now)
         skipped = seq - self._last_seq - 1
         self._last_seq = seq
         self.recorder.skipped += skipped
@@ -305,13 +325,19 @@ class Watch:
         print(line, file=self.out, flush=True)
 
     def _done(self, message: dict[str, object]) -> None:
-        skipped = message.get("skipped")
-        if isinstance(skipped, int):
-            self.recorder.skipped = skipped  # includes slots skipped after the last tick
+        skipped = whole(message.get("skipped"))
+        if skipped is None or skipped < 0:
+            raise self._invalid(message, "skipped")
+        self.recorder.skipped = skipped  # includes slots skipped after the last tick
 
     def print_summary(self) -> None:
         stream = self.err if self.as_json else self.out
         print(format_summary(self.recorder.summary()), file=stream, flush=True)
+
+
+def whole(value: object) -> int | None:
+    """``value`` if it is a JSON whole number (``true`` is not one), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def network_reason(error: BaseException) -> str:

@@ -34,7 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config import ConfigError
 from .protocol import ErrorCode
-from .tally import LATENESS_BUCKETS, Tally
+from .server_tally import LATENESS_BUCKETS, Tally
 
 log = logging.getLogger("ticker")
 

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Final
 
 DEFAULT_MIN_INTERVAL: Final = 0.01  # seconds
@@ -19,8 +19,29 @@ DEFAULT_MAX_INTERVAL: Final = 86_400.0  # seconds (one day)
 DEFAULT_MAX_COUNT: Final = 1_000_000  # ticks in one counted schedule
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4096  # bytes of one frame's payload
 
-#: Close code for a frame above ``Limits.max_message_size`` (RFC 6455 "message too big").
-CLOSE_MESSAGE_TOO_BIG: Final = 1009
+
+class CloseCode(IntEnum):
+    """The websocket close codes ticker's server sends (RFC 6455 §7.4.1), as it uses them.
+
+    The same numbers as wsproto's ``CloseReason`` and websockets' ``CloseCode``;
+    docs/protocol.md ("Closing") is the contract.
+    """
+
+    #: 1001 "going away": the server is shutting down (SIGTERM, Ctrl-C).
+    GOING_AWAY = 1001
+    #: 1002 "protocol error": a frame that breaks RFC 6455, e.g. RSV1 set
+    #: (compressed) when no compression was negotiated.
+    PROTOCOL_ERROR = 1002
+    #: 1007 "invalid frame payload data": a text message that is not UTF-8, or
+    #: compressed data that is not deflate.
+    INVALID_DATA = 1007
+    #: 1009 "message too big": a message above ``Limits.max_message_size``
+    #: bytes, also once a compressed one has inflated past it.
+    MESSAGE_TOO_BIG = 1009
+    #: 1011 "internal error": a bug in the server, not in the client; also a
+    #: keepalive ping whose pong did not come in time.
+    INTERNAL_ERROR = 1011
+
 
 _EXCERPT_CHARS: Final = 40  # how much of a bad value an error message quotes back
 
@@ -80,7 +101,7 @@ class ProtocolError(Exception):
 
 
 class MessageTooBig(Exception):
-    """A frame above ``max_message_size``: the server closes the connection with 1009."""
+    """A frame above ``max_message_size``: the server closes with ``CloseCode.MESSAGE_TOO_BIG``."""
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")

@@ -15,7 +15,7 @@ import trio
 
 from . import __version__
 from .protocol import (
-    CLOSE_MESSAGE_TOO_BIG,
+    CloseCode,
     Limits,
     MessageTooBig,
     ProtocolError,
@@ -29,7 +29,7 @@ from .protocol import (
     parse,
 )
 from .schedule import Schedule
-from .tally import Tally
+from .server_tally import Tally
 
 #: Sends one text frame to the client. Frames must reach the client in the
 #: order ``send`` was called, also when two tasks' calls overlap (Hypercorn's
@@ -45,7 +45,7 @@ Receive = Callable[[], Awaitable[str | bytes | None]]
 class Close:
     """The session asks the transport to close the connection with this code."""
 
-    code: int
+    code: CloseCode
     reason: str
 
 
@@ -104,7 +104,7 @@ class Session:
             try:
                 command = parse(frame, self._limits)
             except MessageTooBig as error:
-                return Close(CLOSE_MESSAGE_TOO_BIG, f"message too big: {error}")
+                return Close(CloseCode.MESSAGE_TOO_BIG, f"message too big: {error}")
             except ProtocolError as error:
                 self.protocol_errors += 1
                 if self._tally is not None:

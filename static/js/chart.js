@@ -1,5 +1,5 @@
 // The timing chart: inter-arrival gap of each tick against the target interval.
-import { CHART_TICKS } from "./stats.js";
+import { CHART_TICKS } from "./client-stats.js";
 
 export class TimingChart {
   constructor(canvas) {

@@ -1,5 +1,15 @@
 // The websocket to the ticker server, reconnecting with backoff when it drops.
-import { backoffDelay } from "./stats.js";
+
+export const BACKOFF_FIRST = 0.5; // seconds
+export const BACKOFF_MAX = 10; // seconds
+
+/** Seconds to wait before reconnect attempt `attempt` (0, 1, 2…): 0.5 s doubling
+ * to at most 10 s, with ±20 % jitter so a restarted server is not hit by every
+ * page at the same instant. */
+export function backoffDelay(attempt, random = Math.random) {
+  const base = Math.min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt);
+  return Math.min(BACKOFF_MAX, base * (0.8 + 0.4 * random()));
+}
 
 export class TickerConnection {
   /**

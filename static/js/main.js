@@ -1,7 +1,7 @@
 // The page: a form that starts and stops schedules, and live views of the ticks.
 import { TimingChart } from "./chart.js";
 import { TickerConnection } from "./connection.js";
-import { MAX_TICKS_SHOWN, ScheduleStats, formatClock, formatMs } from "./stats.js";
+import { LatenessFit, MAX_TICKS_SHOWN, ScheduleStats, formatClock, formatMs } from "./client-stats.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("controls");
@@ -13,8 +13,9 @@ const tickList = $("ticks");
 const scheduleState = $("schedule-state");
 const chart = new TimingChart($("chart"));
 
-// Limits announced by the server's hello; these defaults hold until it arrives.
-let limits = { min_interval: 0.01, max_interval: 86400, max_count: 1000000 };
+// Limits announced by the server's hello (they also set the form's min/max). The
+// page has none of its own: before the first hello it cannot check a start.
+let limits = null; // {min_interval, max_interval, max_count}
 
 // `wanted`: the schedule the user asked for and has not stopped; it is resumed
 // after a reconnect. `passed`: how many of its slots are behind us.
@@ -23,7 +24,7 @@ let wanted = null; // {interval, count, passed}
 // server answers frames in order, and this page's stops are never refused.
 let pendingStarts = []; // [{interval, count, passed, resumed}]
 // `current`: the server's schedule whose ticks we are showing.
-let current = null; // {id, interval, t0, offset, lastSeq, lastArrival, skippedHere}
+let current = null; // {id, fit, offset, lastSeq, lastArrival, skippedHere}
 let stats = new ScheduleStats();
 
 // DOM work is batched per animation frame; the queue is capped, so a hidden
@@ -116,8 +117,7 @@ function onStarted(message) {
   wanted = { interval: schedule.interval, count: schedule.count, passed: schedule.passed };
   current = {
     id: message.id,
-    interval: message.interval,
-    t0: performance.now(),
+    fit: new LatenessFit(message.interval * 1000, performance.now()),
     offset: schedule.passed,
     lastSeq: 0,
     lastArrival: null,
@@ -137,11 +137,7 @@ function onTick(message) {
     current.skippedHere += skipped;
     enqueue({ skippedFrom: current.offset + current.lastSeq + 1, skipped });
   }
-  // The server's t0 is not on our clock; `started` arriving gives an upper
-  // bound, and a tick arriving "early" proves a tighter one.
-  const due = current.t0 + message.seq * current.interval * 1000;
-  if (now < due) current.t0 -= due - now;
-  const deviation = now - (current.t0 + message.seq * current.interval * 1000);
+  const deviation = current.fit.lateness(message.seq, now);
   stats.record(deviation);
   const gap = current.lastArrival === null ? null : now - current.lastArrival;
   chart.add(gap, Math.max(0, skipped));
@@ -214,6 +210,9 @@ function render(time) {
 
 function validate() {
   const problems = [];
+  if (limits === null) {
+    return { problems: ["Not connected yet: try again when the status says “Connected to ticker”."] };
+  }
   const interval = Number(intervalInput.value);
   const low = limits.min_interval;
   const high = limits.max_interval;

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ticker.config import ConfigError
 from ticker.metrics import Metrics, metrics_folder, server_folder_name
 from ticker.protocol import ErrorCode
-from ticker.tally import LATENESS_BUCKETS, Tally
+from ticker.server_tally import LATENESS_BUCKETS, Tally
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -98,7 +98,7 @@ WORKER = """
 import os, sys, time
 from pathlib import Path
 from ticker.metrics import Metrics
-from ticker.tally import Tally
+from ticker.server_tally import Tally
 metrics = Metrics(Path(sys.argv[1]))
 tally = Tally()
 for _ in range(int(sys.argv[2])):

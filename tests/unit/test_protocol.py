@@ -8,8 +8,10 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto.frame_protocol import CloseReason
 
 from ticker.protocol import (
+    CloseCode,
     ErrorCode,
     Limits,
     MessageTooBig,
@@ -315,3 +317,22 @@ def test_done_stopped_error() -> None:
         "code": "unknown_type",
         "message": "Nope.",
     }
+
+
+@pytest.mark.parametrize(
+    ("ours", "rfc_6455"),
+    [
+        (CloseCode.GOING_AWAY, CloseReason.GOING_AWAY),
+        (CloseCode.PROTOCOL_ERROR, CloseReason.PROTOCOL_ERROR),
+        (CloseCode.INVALID_DATA, CloseReason.INVALID_FRAME_PAYLOAD_DATA),
+        (CloseCode.MESSAGE_TOO_BIG, CloseReason.MESSAGE_TOO_BIG),
+        (CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR),
+    ],
+)
+def test_close_codes_are_rfc_6455s(ours: CloseCode, rfc_6455: CloseReason) -> None:
+    assert int(ours) == int(rfc_6455)
+    assert str(ours) == str(int(rfc_6455))  # what a log line shows: "closed with 1009 (...)"
+
+
+def test_close_codes_are_the_ones_docs_protocol_md_says_the_server_sends() -> None:
+    assert sorted(CloseCode) == [1001, 1002, 1007, 1009, 1011]

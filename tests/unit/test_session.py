@@ -17,8 +17,8 @@ import trio
 import trio.testing
 
 from ticker.protocol import Limits
+from ticker.server_tally import LATENESS_BUCKETS, Tally
 from ticker.session import Close, run_session
-from ticker.tally import LATENESS_BUCKETS, Tally
 
 Message = dict[str, object]
 DEFAULT_LIMITS = Limits()

@@ -51,6 +51,7 @@ from hypercorn.protocol.ws_stream import FrameTooLargeError, Handshake, WSStream
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason
 from wsproto.handshake import server_extensions_handshake
 
 from ..deflate import BoundedDeflate
@@ -162,7 +163,8 @@ def install(patch: Patch) -> None:
                     self.buffer.extend(event)
                 except FrameTooLargeError:
                     limit = talk.policy.max_message_size
-                    await server_close(self, 1009, f"message too big: over {limit} bytes")
+                    too_big = CloseReason.MESSAGE_TOO_BIG  # 1009
+                    await server_close(self, too_big, f"message too big: over {limit} bytes")
                     return
                 if event.message_finished:
                     await self.app_put(self.buffer.to_message())  # type: ignore[misc]

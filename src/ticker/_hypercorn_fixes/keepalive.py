@@ -23,6 +23,7 @@ from typing import Any, Final
 import trio
 from hypercorn.protocol.ws_stream import WSStream
 from wsproto.events import Ping
+from wsproto.frame_protocol import CloseReason
 
 from .policy import WebsocketPolicy
 from .streams import Conversation, client, server_close
@@ -78,7 +79,8 @@ class Keepalive:
                 elif now >= talk.pinged_at + policy.ping_timeout:
                     del self.streams[stream]
                     log.warning("%s sent no pong within %g s", client(stream), policy.ping_timeout)
-                    _spawn(stream, server_close, stream, 1011, "keepalive ping timeout")
+                    timeout = CloseReason.INTERNAL_ERROR  # 1011
+                    _spawn(stream, server_close, stream, timeout, "keepalive ping timeout")
 
 
 def _spawn(stream: WSStream, function: Callable[..., Awaitable[object]], *args: Any) -> None:

@@ -63,6 +63,7 @@ def refusal(event: CloseConnection, policy: WebsocketPolicy) -> str:
 
 async def server_close(stream: WSStream, code: int, reason: str) -> None:
     """Close with ``code`` and tell the app at once, so its handler ends and frees its slot."""
+    code = int(code)  # a plain int in the ASGI event, whatever enum it came as
     log.warning("%s: %s: closed with %d", client(stream), reason, code)
     await stream._send_wsproto_event(CloseConnection(code=code, reason=reason))
     if stream.app_put is not None:  # fix 1 delivers it without waiting

@@ -1,18 +1,30 @@
-// Pure helpers: numbers in, numbers out. No DOM, no sockets.
+// The page's numbers: how late the ticks it received were, on its own clock, and
+// how they are shown. Pure: numbers in, numbers out; no DOM, no sockets. (The
+// server's own counts are src/ticker/server_tally.py's; `ticker watch` fits
+// lateness with src/ticker/client_stats.py, the same definition as here.)
 
 export const MAX_TICKS_SHOWN = 200; // list items kept on the page
 export const CHART_TICKS = 120; // ticks plotted on the chart
 export const DEVIATION_WINDOW = 10_000; // ticks the p95 is computed over
 
-export const BACKOFF_FIRST = 0.5; // seconds
-export const BACKOFF_MAX = 10; // seconds
+/** The schedule's start t0 on the page's clock, fitted as ticks arrive (times
+ * in ms). The server's t0 is not on our clock: tick `seq` is due at
+ * t0 + seq × interval, so arriving at `arrival` it proves
+ * t0 ≤ arrival − seq × interval, as `started` arriving proves t0 ≤ that moment.
+ * Each tick's lateness is measured on the t0 proved so far, so it is never
+ * negative; a later, more punctual tick lowers t0 for the ticks after it. */
+export class LatenessFit {
+  constructor(intervalMs, startedMs) {
+    this.intervalMs = intervalMs;
+    this.t0 = startedMs;
+  }
 
-/** Seconds to wait before reconnect attempt `attempt` (0, 1, 2…): 0.5 s doubling
- * to at most 10 s, with ±20 % jitter so a restarted server is not hit by every
- * page at the same instant. */
-export function backoffDelay(attempt, random = Math.random) {
-  const base = Math.min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt);
-  return Math.min(BACKOFF_MAX, base * (0.8 + 0.4 * random()));
+  /** Lateness (ms, ≥ 0) of tick `seq` arriving at `arrivalMs`. */
+  lateness(seq, arrivalMs) {
+    const start = arrivalMs - seq * this.intervalMs;
+    this.t0 = Math.min(this.t0, start);
+    return start - this.t0;
+  }
 }
 
 /** Deviation statistics of one schedule, in milliseconds, in constant memory. */

@@ -1,8 +1,10 @@
-"""What one worker has done, counted as plain numbers on the tick path.
+"""The server's numbers: what one worker has done (ticks, lateness, skips, errors). Pure.
 
-Pure: no clock, no I/O, no Prometheus. ``metrics.py`` publishes a tally
-every second; keeping the per-tick work to a list increment and a float add is
-what keeps metrics off the tick path's bill (see BENCHMARKS.md).
+Counted as plain numbers on the tick path: no clock, no I/O, no Prometheus.
+(What a client saw of the ticks it received is ``client_stats.py``'s.)
+``metrics.py`` publishes a tally every second; keeping the per-tick work to a
+list increment and a float add is what keeps metrics off the tick path's bill
+(see BENCHMARKS.md).
 """
 
 from __future__ import annotations

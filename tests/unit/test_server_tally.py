@@ -1,11 +1,11 @@
-"""The per-worker tally: what the tick path counts, and how it is handed over."""
+"""The server's per-worker tally: what the tick path counts, and how it is handed over."""
 
 from __future__ import annotations
 
 import pytest
 
 from ticker.protocol import ErrorCode
-from ticker.tally import LATENESS_BUCKETS, Tally
+from ticker.server_tally import LATENESS_BUCKETS, Tally
 
 
 @pytest.mark.parametrize(
