@@ -23,6 +23,7 @@ TLS with h2), and prints one JSON line:
     python tools/hypercorn_repro.py pongs-ignored                  # fix 8
     python tools/hypercorn_repro.py frames-without-checkpoint      # fix 9
     python tools/hypercorn_repro.py h2-writers-stuck-after-close   # fix 10
+    python tools/hypercorn_repro.py worker-exit-status-lost        # no fix (report only)
     python tools/hypercorn_repro.py all                            # each in a fresh process
 
 docs/upstream/README.md maps every scenario to its report and fix. It imports
@@ -1169,6 +1170,82 @@ async def read_notes(notes: trio.Path) -> str:
     return await notes.read_text() if await notes.exists() else ""
 
 
+# --------------------------------------------------------------------------- no fix: exit status
+
+#: Throwaway app modules whose worker fails before it serves: a configuration error
+#: (multiprocessing reports exit code 1), and a death by signal (SIGKILL, as the OOM
+#: killer would), both at import, which only a worker process does with ``--workers N``.
+FAILING_APPS: Final = {
+    "badconfig": 'raise SystemExit("bad config")\n',
+    "sigkilled": "import os, signal\n\nos.kill(os.getpid(), signal.SIGKILL)\n",
+}
+#: What ``worker_exit_status_lost`` runs: (app module, --worker-class, --workers). With
+#: one worker the failure is always lost; with two it is lost unless the second worker has
+#: also exited by the time the main process looks again (usually not), so only the
+#: ``--workers 1`` runs decide ``bug_present``.
+EXIT_STATUS_RUNS: Final = {
+    "workers_1": ("badconfig", "trio", 1),
+    "workers_2": ("badconfig", "trio", 2),
+    "workers_1_asyncio": ("badconfig", "asyncio", 1),
+    "workers_1_worker_sigkilled": ("sigkilled", "trio", 1),
+    "workers_0": ("badconfig", "trio", 0),
+    "workers_0_sigkilled": ("sigkilled", "trio", 0),
+}
+
+
+async def hypercorn_exit_status(
+    directory: str, module: str, worker_class: str, workers: int
+) -> tuple[int, str]:
+    """``python -m hypercorn module:app``'s exit status and the last line it logged."""
+    command = [
+        sys.executable, "-m", "hypercorn", "--workers", str(workers), "--worker-class",
+        worker_class, "--bind", "127.0.0.1:0", f"{module}:app",
+    ]  # fmt: skip
+    log = b""
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process, command, cwd=directory, check=False,
+                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+        )  # fmt: skip
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(STEP * 3):  # each worker imports everything afresh
+                async for chunk in process.stderr:  # until every process has closed it
+                    log += chunk
+                returncode = await process.wait()
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever is left of it
+    lines = log.decode(errors="replace").strip().splitlines()
+    return returncode, lines[-1] if lines else ""
+
+
+async def worker_exit_status_lost() -> Result:
+    """No fix: a worker fails, and ``python -m hypercorn --workers N`` exits 0 all the same
+    (the failure's code is overwritten in ``run()``). ``--workers 0`` for comparison."""
+    found: dict[str, tuple[int, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="hypercorn-repro-") as directory:
+        for module, source in FAILING_APPS.items():
+            await trio.Path(directory, f"{module}.py").write_text(source)
+
+        async def one(name: str, module: str, worker_class: str, workers: int) -> None:
+            found[name] = await hypercorn_exit_status(directory, module, worker_class, workers)
+
+        async with trio.open_nursery() as nursery:
+            for name, run in EXIT_STATUS_RUNS.items():
+                nursery.start_soon(one, name, *run)
+    statuses = {name: found[name][0] for name in EXIT_STATUS_RUNS}
+    one_worker = [statuses[name] for name, run in EXIT_STATUS_RUNS.items() if run[2] == 1]
+    return 0 in one_worker, {
+        "badconfig_app": FAILING_APPS["badconfig"].strip(),
+        **{f"exit_status_{name}": status for name, status in statuses.items()},
+        "last_log_line_workers_1": found["workers_1"][1],
+        "last_log_line_workers_1_worker_sigkilled": found["workers_1_worker_sigkilled"][1],
+    }
+
+
 # --------------------------------------------------------------------------- fix 4
 
 
@@ -1321,6 +1398,7 @@ SCENARIOS: Final[dict[str, Callable[[], Awaitable[Result]]]] = {
     "h2-data-after-close": h2_data_after_close,
     "proxy-fix-websocket-scheme": proxy_fix_websocket_scheme,
     "h2-writers-stuck-after-close": h2_writers_stuck_after_close,
+    "worker-exit-status-lost": worker_exit_status_lost,
 }
 
 

@@ -48,6 +48,7 @@ REPORTS: Final = {
     "http2-data-after-stream-closed": ("h2-data-after-close",),
     "proxy-fix-websocket-scheme": ("proxy-fix-websocket-scheme",),
     "http2-writers-stuck-after-close": ("h2-writers-stuck-after-close",),
+    "run-worker-exit-status-lost": ("worker-exit-status-lost",),
 }
 CASES: Final = [
     pytest.param(report, scenario, id=scenario)

@@ -23,6 +23,11 @@ against (``CHECKED``, fingerprints). Then it installs every fix, or none.
 ``restore()`` puts Hypercorn back as it was. The app reaches the server
 through ``registry``: an explicit registration offered in the lifespan scope.
 
+One Hypercorn bug found here cannot be fixed in-process, as it is in the
+main process, which never imports the app:
+docs/upstream/run-worker-exit-status-lost.md (a failed worker's exit status
+is lost; deploy/README.md's unit restarts on any exit for that reason).
+
 When upstream ships a repair (``tests/integration/test_upstream.py`` starts
 failing), raise the minimum version and delete the fix, its entries here,
 its reproduction and its report.
