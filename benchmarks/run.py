@@ -128,7 +128,10 @@ class Server:
 
 def start_server(name: str, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(PEERS), "TICKER_MAX_CONNECTIONS": "20000"}
+    # The caller's PYTHONPATH stays after the peers: benchmarks/ab.py puts
+    # another revision's ticker there.
+    path = os.pathsep.join(filter(None, [str(PEERS), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TICKER_MAX_CONNECTIONS": "20000"}
     env.update(SERVER_ENV.get(name, {}))
     env.update(extra_env or {})
     process = subprocess.Popen(

@@ -30,6 +30,7 @@ from .protocol import (
 )
 from .schedule import Schedule
 from .server_tally import Tally
+from .timer import Timer
 
 #: Sends one text frame to the client. Frames must reach the client in the
 #: order ``send`` was called, also when two tasks' calls overlap (Hypercorn's
@@ -69,8 +70,12 @@ class Session:
         limits: Limits,
         on_protocol_error: Callable[[ProtocolError], None] | None = None,
         tally: Tally | None = None,
+        timer: Timer | None = None,
     ) -> None:
         self._send = send
+        #: How the sender waits for a deadline: the worker's ``Timer`` (no
+        #: ``Cancelled`` per tick), else Trio's own ``sleep_until``.
+        self._sleep_until = trio.sleep_until if timer is None else timer.sleep_until
         self._on_protocol_error = on_protocol_error
         self._tally = tally  # the worker's counts, for metrics; None when they are off
         self.protocol_errors = 0
@@ -145,6 +150,7 @@ class Session:
     async def _tick(self, run: _Run) -> None:
         schedule = run.schedule
         tally = self._tally
+        sleep_until = self._sleep_until
         end = sys.maxsize if schedule.count is None else schedule.count + 1  # first non-slot
         seq = 1
         sent = 0
@@ -152,7 +158,7 @@ class Session:
             with run.cancel_scope:
                 while schedule.has_slot(seq):
                     due = schedule.due(seq)
-                    await trio.sleep_until(due)
+                    await sleep_until(due)
                     sending = trio.current_time() if tally is not None else due
                     await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
                     sent += 1
@@ -172,7 +178,11 @@ class Session:
 
 
 async def run_session(
-    send: Send, receive: Receive, limits: Limits, tally: Tally | None = None
+    send: Send,
+    receive: Receive,
+    limits: Limits,
+    tally: Tally | None = None,
+    timer: Timer | None = None,
 ) -> Close | None:
     """Serve one connection with a fresh ``Session``; see ``Session.run``."""
-    return await Session(send, limits, tally=tally).run(receive)
+    return await Session(send, limits, tally=tally, timer=timer).run(receive)

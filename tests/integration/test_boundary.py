@@ -15,6 +15,8 @@ import hypercorn.trio
 import pytest
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.ws_stream import WSStream
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import Opcode
 
 from ticker.app import create_app
@@ -189,3 +191,28 @@ async def test_the_server_command_refuses_an_untested_hypercorn_in_one_line(
         " hypercorn>=0.18.0,<0.19 only; install a supported version:"
         " pip install 'hypercorn>=0.18.0,<0.19'"
     ]
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["plain", "compressed"])
+async def test_ticks_take_the_text_frame_shortcut_unless_compressed(
+    monkeypatch: pytest.MonkeyPatch, compression: bool
+) -> None:
+    full_path: list[str] = []
+    app_send = WSStream.app_send
+
+    async def counting_app_send(self: WSStream, message: Any) -> None:
+        if message is not None and message["type"] == "websocket.send":
+            full_path.append(message["text"])
+        await app_send(self, message)
+
+    monkeypatch.setattr(WSStream, "app_send", counting_app_send)
+    async with serve_ticker(Settings(compression=compression)) as server:
+        extensions: list[Extension] = [PerMessageDeflate()] if compression else []
+        client = await RawWebsocket.connect(server, extensions=extensions)
+        assert (await client.receive_json())["type"] == "hello"
+        await client.send_text('{"type": "start", "interval": 0.01, "count": 5}')
+        kinds = [(await client.receive_json())["type"] for _ in range(7)]
+        await client.abort()
+    assert kinds == ["started", *["tick"] * 5, "done"]
+    # hello, started, 5 ticks, done: all by the shortcut, or all the full way.
+    assert len(full_path) == (8 if compression else 0)

@@ -14,6 +14,7 @@ fix    module                   what
 6,7,9  ``conversation``         compression, closes that end, frame floods
 8      ``keepalive``            pings whose pongs are checked
 10     ``http2_flow_control``   an HTTP/2 stream without window is cut off
+-      ``text_frames``          not a fix: ticks as ready frames (a speed lever)
 =====  =======================  ==================================================
 
 ``apply()`` checks before it touches anything: the installed versions of
@@ -43,6 +44,7 @@ from . import (
     http2_flow_control,
     refused_handshakes,
     shutdown,
+    text_frames,
     writes,
 )
 from ._patching import Patcher, Supported, problems
@@ -50,6 +52,9 @@ from .policy import WebsocketPolicy as WebsocketPolicy
 from .proxy_schemes import trust_proxies as trust_proxies
 from .registry import EXTENSION as EXTENSION
 from .registry import Server as Server
+
+#: The websocket scope's ``extensions`` key of the text-frame shortcut.
+TEXT_FRAMES: Final = text_frames.EXTENSION
 
 #: The versions these fixes were checked on; pyproject.toml declares the same
 #: ranges (tests/unit/test_boundary.py keeps them equal). ``nox -s compat``

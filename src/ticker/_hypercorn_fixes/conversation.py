@@ -104,6 +104,7 @@ def install(patch: Patch) -> None:
             if agreed:
                 headers.append((b"sec-websocket-extensions", agreed))
                 extensions.append(deflate)
+        self.ticker_extensions = extensions  # type: ignore[attr-defined]
         return status, headers, Connection(ConnectionType.SERVER, extensions)
 
     async def accepting(self: WSStream, message: Any) -> None:
@@ -116,6 +117,8 @@ def install(patch: Patch) -> None:
         talk = Conversation(policy, FrameBudget(policy.frame_rate, 2 * policy.frame_rate))
         self._ticker = talk  # type: ignore[attr-defined]
         await accept(self, message)
+        # Frames of its own can go out as ready bytes (text_frames.py).
+        self._ticker_plain = not getattr(self.handshake, "ticker_extensions", True)  # type: ignore[attr-defined]
         # The connection may have ended while the handshake's answer went out.
         if not self.closed and server.keepalive is not None:
             server.keepalive.add(self, talk)

@@ -25,11 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.typing import AppWrapper, ASGIReceiveCallable, ASGISendCallable, Scope
 
+from . import text_frames
 from .keepalive import Keepalive
 from .policy import DEFAULT_SEND_TIMEOUT, WebsocketPolicy
 
@@ -97,3 +100,33 @@ def serving(server: Server) -> Callable[[], None]:
     """Make ``server`` current for this task and those it starts; returns the undo."""
     token = _current.set(server)
     return lambda: _current.reset(token)
+
+
+def offered(app: AppWrapper, server: Server) -> AppWrapper:
+    """``app``, offered ``server.register`` in the lifespan scope, and in each websocket
+    scope a shortcut for its text frames (``text_frames``)."""
+
+    async def offering(
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            offer: tuple[str, dict[str, Any]] = (EXTENSION, {"register": server.register})
+        elif scope["type"] == "websocket" and isinstance(
+            stream := getattr(send, "__self__", None), WSStream
+        ):
+            offer = (text_frames.EXTENSION, {"send": text_frames.sender_for(stream)})
+        else:
+            await app(scope, receive, send, sync_spawn, call_soon)
+            return
+        offering_scope: Any = dict(scope)  # a copy: Hypercorn keeps its own
+        offering_scope["extensions"] = {
+            **(offering_scope.get("extensions") or {}),
+            offer[0]: offer[1],
+        }
+        await app(offering_scope, receive, send, sync_spawn, call_soon)
+
+    return offering

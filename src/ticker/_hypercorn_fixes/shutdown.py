@@ -55,12 +55,12 @@ import hypercorn.trio.run
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.worker_context import EventWrapper, WorkerContext
-from hypercorn.typing import AppWrapper, ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import AppWrapper
 from hypercorn.typing import WorkerContext as AnyWorkerContext
 
 from ._patching import Patch
 from .policy import DEFAULT_SEND_TIMEOUT
-from .registry import EXTENSION, Server, current_server, serving
+from .registry import Server, current_server, offered, serving
 
 #: Once shutdown has begun, a write gets at most this long (seconds) before its
 #: connection is dropped, so a stalled reader cannot hold the process up.
@@ -100,25 +100,6 @@ def timeout_for(context: AnyWorkerContext) -> float:
         return SHUTDOWN_SEND_GRACE
     server = current_server()
     return DEFAULT_SEND_TIMEOUT if server is None else server.send_timeout
-
-
-def _offering(app: AppWrapper, server: Server) -> AppWrapper:
-    """``app``, with ``server.register`` offered in the lifespan scope's extensions."""
-
-    async def offer_registration(
-        scope: Scope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        sync_spawn: Callable[..., Any],
-        call_soon: Callable[..., Any],
-    ) -> None:
-        if scope["type"] == "lifespan":
-            extensions: dict[str, Any] = dict(scope.get("extensions") or {})  # type: ignore[call-overload]
-            extensions[EXTENSION] = {"register": server.register}
-            scope = {**scope, "extensions": extensions}  # type: ignore[assignment]
-        await app(scope, receive, send, sync_spawn, call_soon)
-
-    return offer_registration
 
 
 async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
@@ -180,7 +161,7 @@ def install(patch: Patch) -> None:
                 stop_serving = serving(server)
                 try:
                     await worker_serve(
-                        _offering(app, server),
+                        offered(app, server),
                         config,
                         sockets=sockets,
                         shutdown_trigger=shutdown_trigger,

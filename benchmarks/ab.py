@@ -1,0 +1,108 @@
+"""A/B: ticker at another git revision against the working tree, rounds alternating.
+
+    python benchmarks/ab.py --base HEAD~1 --rounds 5
+    python benchmarks/ab.py --base 0fee2e9 --scenario steady --duration 8
+
+Each round runs ``run.py --servers ticker`` once with the base revision's
+``src`` first on ``PYTHONPATH`` and once with the working tree's, in
+alternating order, so that a machine getting busier or quieter between
+rounds affects both alike. It prints each round's CPU per tick and p99, and
+the median of the per-round ratios (B / A): the number to quote for a lever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def export(revision: str, into: Path) -> Path:
+    """The ``src`` folder of ``revision``, unpacked under ``into``."""
+    into.mkdir(parents=True)
+    archive = into / "base.tar"
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), revision, "src"],
+        cwd=ROOT,
+        check=True,
+    )
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def one_run(src: Path, args: argparse.Namespace, out: Path, label: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(HERE / "run.py"),
+        "--servers",
+        "ticker",
+        "--scenarios",
+        args.scenario,
+        "--duration",
+        str(args.duration),
+        "--clients",
+        str(args.clients),
+        "--interval",
+        str(args.interval),
+        "--out",
+        str(out),
+        "--label",
+        label,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run(command, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    result: dict[str, Any] = json.loads((out / f"{label}.json").read_text())
+    return result["results"]["ticker"][args.scenario]  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--scenario", default="steady")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.05)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        sources = {"A": export(args.base, folder / "base"), "B": ROOT / "src"}
+        rows: list[dict[str, dict[str, Any]]] = []
+        for round_ in range(args.rounds):
+            order = ("A", "B") if round_ % 2 == 0 else ("B", "A")
+            row = {side: one_run(sources[side], args, folder, f"{side}{round_}") for side in order}
+            rows.append(row)
+            a, b = row["A"], row["B"]
+            print(
+                f"round {round_ + 1}: A {a['cpu_us_per_tick']:.1f} µs/tick p99 {a['p99_ms']:.2f} ms"
+                f" | B {b['cpu_us_per_tick']:.1f} µs/tick p99 {b['p99_ms']:.2f} ms"
+                f" | B/A {b['cpu_us_per_tick'] / a['cpu_us_per_tick']:.3f}",
+                flush=True,
+            )
+    ratios = [row["B"]["cpu_us_per_tick"] / row["A"]["cpu_us_per_tick"] for row in rows]
+    medians = {
+        side: statistics.median(row[side]["cpu_us_per_tick"] for row in rows) for side in "AB"
+    }
+    print(
+        f"A = {args.base}, B = working tree; {args.scenario}, {args.clients} clients every"
+        f" {args.interval} s for {args.duration} s, {args.rounds} rounds:"
+        f" median CPU µs/tick A {medians['A']:.1f}, B {medians['B']:.1f};"
+        f" median ratio B/A {statistics.median(ratios):.3f}"
+        f" (rounds {min(ratios):.3f}-{max(ratios):.3f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
