@@ -1,7 +1,8 @@
-"""A/B: ticker at another git revision against the working tree, rounds alternating.
+"""A/B: ticker at one git revision (or source folder) against another, rounds alternating.
 
-    python benchmarks/ab.py --base HEAD~1 --rounds 5
-    python benchmarks/ab.py --base 0fee2e9 --scenario steady --duration 8
+    python benchmarks/ab.py --base HEAD~1 --rounds 5      # B: the working tree
+    python benchmarks/ab.py --base 0fee2e9 --against HEAD --scenario steady --duration 8
+    python benchmarks/ab.py --base HEAD --against /tmp/variant/src   # a folder holding ticker/
 
 Each round runs ``run.py --servers ticker`` once with the base revision's
 ``src`` first on ``PYTHONPATH`` and once with the working tree's, in
@@ -28,7 +29,9 @@ ROOT = HERE.parent
 
 
 def export(revision: str, into: Path) -> Path:
-    """The ``src`` folder of ``revision``, unpacked under ``into``."""
+    """The ``src`` folder of ``revision``, unpacked under ``into`` (a folder is used as it is)."""
+    if Path(revision).is_dir():
+        return Path(revision)
     into.mkdir(parents=True)
     archive = into / "base.tar"
     subprocess.run(
@@ -68,7 +71,8 @@ def one_run(src: Path, args: argparse.Namespace, out: Path, label: str) -> dict[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--base", required=True, help="A: revision or src folder")
+    parser.add_argument("--against", help="B: revision or src folder (default: ./src)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenario", default="steady")
     parser.add_argument("--duration", type=float, default=8.0)
@@ -77,7 +81,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        sources = {"A": export(args.base, folder / "base"), "B": ROOT / "src"}
+        against = ROOT / "src" if args.against is None else export(args.against, folder / "b")
+        sources = {"A": export(args.base, folder / "base"), "B": against}
         rows: list[dict[str, dict[str, Any]]] = []
         for round_ in range(args.rounds):
             order = ("A", "B") if round_ % 2 == 0 else ("B", "A")
@@ -95,7 +100,8 @@ def main() -> int:
         side: statistics.median(row[side]["cpu_us_per_tick"] for row in rows) for side in "AB"
     }
     print(
-        f"A = {args.base}, B = working tree; {args.scenario}, {args.clients} clients every"
+        f"A = {args.base}, B = {args.against or 'working tree'}; {args.scenario},"
+        f" {args.clients} clients every"
         f" {args.interval} s for {args.duration} s, {args.rounds} rounds:"
         f" median CPU µs/tick A {medians['A']:.1f}, B {medians['B']:.1f};"
         f" median ratio B/A {statistics.median(ratios):.3f}"
