@@ -401,6 +401,25 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")  # pragma: no cover
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process ``pid`` has used so far."""
+    # Fields after the command name, which may itself hold spaces and ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_until_idle(pid: int, window: float = 0.3, share: float = 0.1) -> None:
+    """Wait (bounded) until process ``pid`` has done what it was given: under ``share``
+    of one core over ``window`` seconds. A fixed sleep would be too short on a busy
+    machine, and the work would overlap what the test measures next."""
+    with trio.fail_after(STEP_TIMEOUT * 3):
+        while True:
+            before = cpu_seconds(pid)
+            await trio.sleep(window)
+            if cpu_seconds(pid) - before < share * window:
+                return
+
+
 def count_tasks() -> int:
     """Every Trio task alive in this run: a connection that leaves one behind leaks."""
 

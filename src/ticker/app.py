@@ -180,10 +180,17 @@ def create_app(settings: Settings | None = None) -> TickerApp:
     connections = app.connections
     metrics, tally = app.metrics, app.tally
     timer = app.timer
+    timing = trio.CancelScope()
 
     @app.before_serving
     async def start_the_timer() -> None:
-        await app.nursery.start(timer.serve)
+        await app.nursery.start(_serve_in, timing, timer.serve)
+
+    @app.after_serving
+    async def stop_the_timer() -> None:
+        # Every websocket has ended by now; left running, Quart-Trio would
+        # wait 5 s (its background-task timeout) for the timer at every stop.
+        timing.cancel()
 
     if metrics is not None:
         publishing = trio.CancelScope()
@@ -284,6 +291,17 @@ def create_app(settings: Settings | None = None) -> TickerApp:
         return None
 
     return app
+
+
+async def _serve_in(
+    scope: trio.CancelScope,
+    serve: Callable[..., Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``serve`` (which reports when it has started) until ``scope`` is cancelled."""
+    with scope:
+        await serve(task_status=task_status)
 
 
 async def _publish_periodically(app: TickerApp, scope: trio.CancelScope) -> None:

@@ -18,13 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 #: Chromium's own log line when a websocket cannot connect (the server is down):
 #: expected while the page waits for a restarted server, never otherwise.
 WEBSOCKET_FAILED = re.compile(r"^WebSocket connection to '.*' failed")
 
 STARTUP_TIMEOUT = 30.0  # seconds for hypercorn to say "Running on"
+
+#: Milliseconds any page action or ``expect`` may wait for what it waits for. Only
+#: an upper bound (each returns as soon as its condition holds): Playwright's 5 s
+#: default for ``expect`` is too close to what a busy 2-core machine can take to
+#: start Chromium's renderer and deliver a page's first ticks.
+WAIT_TIMEOUT = 15_000
+expect.set_options(timeout=WAIT_TIMEOUT)
 
 
 class HypercornProcess:
@@ -87,8 +101,14 @@ class HypercornProcess:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[HypercornProcess]:
-    process = HypercornProcess(tmp_path, {})
+def server_env() -> dict[str, str]:
+    """TICKER_* settings for ``server``; a test parametrizes this name to set its own."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[HypercornProcess]:
+    process = HypercornProcess(tmp_path, server_env)
     process.start()
     yield process
     process.stop()
@@ -146,22 +166,28 @@ def problems() -> PageProblems:
 
 
 @pytest.fixture
-def page(
-    browser: Browser, problems: PageProblems, request: pytest.FixtureRequest
-) -> Iterator[Page]:
-    if "server" in request.fixturenames:
-        # The server first, whatever the test's argument order, so that it stops
-        # only after this page is closed: an open page would log its reconnect
-        # attempts (ERR_CONNECTION_REFUSED) as console errors.
-        request.getfixturevalue("server")
+def page(server: HypercornProcess, browser: Browser, problems: PageProblems) -> Iterator[Page]:
+    """A page for ``server``.
+
+    It depends on the server, so pytest sets the server up first and tears it down
+    last, whatever the order of a test's arguments: the page is closed, and its
+    console checked, while its server still runs. (A page left open past its
+    server logs each refused reconnect, ERR_CONNECTION_REFUSED, as a console error.)
+    A fixture giving a page for another server does the same: it depends on that
+    server and yields from ``watched_page``.
+    """
+    del server  # needed only for the order of set-up and teardown
     yield from watched_page(browser, problems)
 
 
 def watched_page(browser: Browser, problems: PageProblems) -> Iterator[Page]:
-    """A fresh page whose console errors and failed requests fail the test at teardown."""
+    """A fresh page whose console errors and failed requests fail the test at teardown.
+
+    Only for a fixture that depends on the page's server (see ``page``).
+    """
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(WAIT_TIMEOUT)
     page.on("console", problems.on_console)
     page.on("pageerror", lambda error: problems.console.append(f"page error: {error}"))
     page.on("requestfailed", lambda request: problems.failed_requests.append(request.url))

@@ -33,7 +33,7 @@ from .conftest import (
     chromium_executable,
     watched_page,
 )
-from .test_page import CONNECTED, start, ticks
+from .test_page import CONNECTED, expect_done, start
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +41,10 @@ pytestmark = pytest.mark.slow
 #: client address, request line (its last word is the HTTP version: ``1.1``
 #: or ``2``), status.
 ACCESS_LOG_FORMAT = 'access %(h)s "%(r)s" %(s)s'
+
+#: Seconds to wait for a line the server writes after the page has seen its effect
+#: (an upper bound only: the wait polls, and ends as soon as the line is there).
+LOG_TIMEOUT = 15.0
 
 # ---------------------------------------------------------------------------
 # TLS at Hypercorn
@@ -131,8 +135,7 @@ def test_the_page_works_over_hypercorns_own_tls(
     expect(page.get_by_role("status")).to_have_text(CONNECTED)
 
     start(page, "0.1", "5")
-    expect(ticks(page)).to_have_count(5)
-    expect(page.get_by_text(re.compile(r"done: 5 received"))).to_be_visible()
+    expect_done(page, 5)
 
     # The page came over HTTP/2: Hypercorn offers h2 first by ALPN.
     protocol = page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
@@ -144,7 +147,7 @@ def test_the_page_works_over_hypercorns_own_tls(
     # CONNECT over HTTP/2. Hypercorn sends SETTINGS_ENABLE_CONNECT_PROTOCOL=1
     # (hypercorn/protocol/h2.py), so Chromium, which already has an HTTP/2
     # connection to this origin, opens the websocket as a stream of it.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + LOG_TIMEOUT
     while not (handshakes := access_log(tls_server, "/ws")) and time.monotonic() < deadline:
         time.sleep(0.05)
     pages = access_log(tls_server, "/")
@@ -191,9 +194,11 @@ def guarded_server(tmp_path: Path) -> Iterator[HypercornProcess]:
 
 
 @pytest.fixture
-def guarded_page(guarded_server: HypercornProcess, page: Page) -> Page:
-    # guarded_server is set up first, so it stops only after `page` is closed.
-    return page
+def guarded_page(
+    guarded_server: HypercornProcess, browser: Browser, problems: PageProblems
+) -> Iterator[Page]:
+    # Depends on guarded_server, so it is closed before the server stops (as ``page``).
+    yield from watched_page(browser, problems)
 
 
 FOREIGN_PAGE = """<!doctype html>
@@ -250,8 +255,7 @@ def test_the_page_from_an_allowed_origin_opens_its_websocket(
     page.goto(guarded_server.url)
     expect(page.get_by_role("status")).to_have_text(CONNECTED)
     start(page, "0.05", "3")
-    expect(ticks(page)).to_have_count(3)
-    expect(page.get_by_text(re.compile(r"done: 3 received"))).to_be_visible()
+    expect_done(page, 3)
     assert "refused" not in "".join(guarded_server.log)
 
 
@@ -281,7 +285,7 @@ def test_a_page_from_another_origin_is_refused(
     assert page.evaluate("window.received") == []
 
     refused = f"refused: origin {foreign_site} is not allowed"
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + LOG_TIMEOUT
     while refused not in "".join(guarded_server.log) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert refused in "".join(guarded_server.log)

@@ -25,6 +25,12 @@ from ..support import (
 )
 from .conftest import TLS, Stack, open_stack, static_folder
 
+pytestmark = pytest.mark.slow
+
+#: The longest gap between a healthy client's ticks (50 ms apart) that still
+#: counts as keeping its rhythm on a busy machine, as in tests/integration/test_hostile.py.
+BYSTANDER_MAX_GAP = 0.3
+
 
 async def https_get(
     server: Server, path: str, tls: ssl.SSLContext | None, *, source: str = "127.0.0.1"
@@ -110,9 +116,17 @@ async def test_the_protocol_works_over_wss_and_ticks_stay_on_time(tmp_path: Path
     # earliest any tick says it could have been), then read lateness.
     t0 = min(t0, *(at - seq * interval for seq, at in enumerate(arrivals, 1)))
     lateness = [at - (t0 + seq * interval) for seq, at in enumerate(arrivals, 1)]
-    first, last = sum(lateness[:20]) / 20, sum(lateness[-20:]) / 20
-    # Generous bounds on a shared 2-core machine; the point is "on time, no drift".
-    assert max(lateness) < 0.1, max(lateness)
+    ranked = sorted(lateness)
+    # The point is "on time, no drift" through nginx and TLS. A shared 2-core
+    # machine stalls a process now and then, for 100 ms or more when a second
+    # suite runs alongside: a bound on the very latest tick would test the host.
+    # So: 95% of ticks within one interval of their deadline; none held back
+    # long (a proxy that buffers holds ticks for seconds); and the medians of
+    # the first and last 20 agree, which a stall or two cannot move but drift,
+    # delaying every later tick more, does.
+    assert ranked[int(0.95 * len(ranked)) - 1] < interval, ranked[-5:]
+    assert ranked[-1] < 0.5, ranked[-5:]
+    first, last = sorted(lateness[:20])[10], sorted(lateness[-20:])[10]
     assert abs(last - first) < 0.02, (first, last)
 
 
@@ -132,46 +146,50 @@ CONNECTED = re.compile(r"\[(\d+)\] \[INFO\] 127\.0\.0\.1 connected")
 
 async def test_metrics_through_the_proxy_sum_both_workers(tmp_path: Path, tls: TLS) -> None:
     count = 5
-    async with open_stack(tmp_path, tls) as stack, trio.open_nursery() as nursery:
+    async with open_stack(tmp_path, tls) as stack:
         clients: list[RawWebsocket] = []
-
-        async def drain(client: RawWebsocket) -> None:
-            while True:
-                await client.next_event()
-
+        # What the clients were told: a busy machine may skip a slot at 10 ms,
+        # and the metrics must then count exactly that, not `count` per client.
+        sent = skipped = 0
         # The kernel hands connections to whichever worker accepts first: open
-        # busy ones until both workers have some (bounded).
+        # connections, each running a short schedule and staying open, until both
+        # workers have some (bounded).
         workers: set[str] = set()
         while len(workers) < 2:
             assert len(clients) < 60, f"one worker took every connection: {workers}"
             client = await RawWebsocket.connect(stack.server, tls=tls.client_context)
             await client.receive_json()  # hello
             await client.send_text(json.dumps({"type": "start", "interval": 0.01, "count": count}))
+            while (done := await client.receive_json())["type"] != "done":
+                pass
+            assert isinstance(done["sent"], int)
+            assert isinstance(done["skipped"], int)
+            sent += done["sent"]
+            skipped += done["skipped"]
             clients.append(client)
             await eventually(lambda: len(CONNECTED.findall(stack.hypercorn.text)) >= len(clients))
             workers = set(CONNECTED.findall(stack.hypercorn.text))
-        for client in clients:
-            nursery.start_soon(drain, client)
+        assert sent + skipped == len(clients) * count
 
-        expected = len(clients) * count
-        # Workers publish once a second; several scrapes (new connections, so
-        # either worker may answer) must each report every worker's ticks.
-        with trio.fail_after(STEP_TIMEOUT):
+        # Workers publish once a second, a second a busy machine can stretch: poll
+        # (bounded generously) until a scrape shows every tick. Then several scrapes
+        # (new connections, so either worker may answer) must each show the sum.
+        with trio.fail_after(STEP_TIMEOUT * 3):
             while True:
                 scrape = await https_get(stack.server, "/metrics", tls.client_context)
                 assert scrape.status == 200
-                if metric_values(scrape.body.decode())["ticker_ticks_sent_total"] == expected:
+                if metric_values(scrape.body.decode())["ticker_ticks_sent_total"] == sent:
                     break
                 await trio.sleep(0.2)
         for _ in range(6):
             scraped = await https_get(stack.server, "/metrics", tls.client_context)
             values = metric_values(scraped.body.decode())
-            assert values["ticker_ticks_sent_total"] == expected
-            assert values["ticker_tick_lateness_seconds_count"] == expected
+            assert values["ticker_ticks_sent_total"] == sent
+            assert values["ticker_ticks_skipped_total"] == skipped
+            assert values["ticker_tick_lateness_seconds_count"] == sent
             assert values["ticker_schedules_started_total"] == len(clients)
             assert values["ticker_connections"] == len(clients)
             assert values['ticker_protocol_errors_total{code="invalid_json"}'] == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_healthz_sees_the_real_address_and_metrics_refuse_others(
@@ -213,12 +231,21 @@ async def test_a_stalled_reader_behind_nginx_is_cut_off_without_hurting_others(
             )
             await ws.get_message()
             arrivals = [trio.current_time()]
-            for _ in range(count):
-                assert json.loads(await ws.get_message())["type"] == "tick"
+            while (message := json.loads(await ws.get_message()))["type"] == "tick":
                 arrivals.append(trio.current_time())
+        # Every slot accounted for; a busy machine may have skipped some (each
+        # then shows below as a gap of two intervals or more).
+        assert message["type"] == "done"
+        assert message["sent"] == len(arrivals) - 1
+        assert message["sent"] + message["skipped"] == count
         gaps = sorted(b - a for a, b in itertools.pairwise(arrivals[1:]))
-        # The healthy client's ticks keep their rhythm (generous: TLS, nginx, a noisy machine).
-        assert gaps[int(len(gaps) * 0.99)] < interval + 0.05, gaps[-5:]
+        # The healthy client's ticks keep their rhythm (generous: TLS, nginx, a
+        # noisy machine). Of ~99 gaps, the old "p99" was the longest, which one
+        # stall of a busy host decides; a stalled reader that delayed others
+        # would stretch many. So: 95% within half an interval of it, and none
+        # over BYSTANDER_MAX_GAP (the in-process hostile tests' bound).
+        assert gaps[int(0.95 * len(gaps)) - 1] < interval * 1.5, gaps[-5:]
+        assert gaps[-1] < BYSTANDER_MAX_GAP, gaps[-5:]
         # ticker resets its side once its write has stalled for TICKER_SEND_TIMEOUT
         # (5 s); then nginx, with nothing new to send, times the client out (10 s).
         await wait_for_log(stack, r"stopped reading: reset after 5\.0 s", seconds=20)

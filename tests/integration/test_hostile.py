@@ -221,7 +221,11 @@ async def test_keepalive_closes_a_silent_peer_with_1011(caplog: pytest.LogCaptur
 
 
 async def test_keepalive_keeps_a_client_that_answers() -> None:
-    async with serve_ticker(Settings(ping_interval=0.2, ping_timeout=0.5)) as server:
+    # The client runs in the server's process: a pause of the process longer than
+    # ping_timeout would wake the timeout before the client had read its ping.
+    # 1 s is a rare pause; a pong not counted would still end the connection at
+    # 1.2 s, well inside the 2 s watched.
+    async with serve_ticker(Settings(ping_interval=0.2, ping_timeout=1.0)) as server:
         client = await RawWebsocket.connect(server)
         await client.receive_json()
         pings = 0

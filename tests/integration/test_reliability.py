@@ -36,6 +36,7 @@ from ..support import (
     serve_ticker,
     ticking_client,
     wait_for_connections,
+    wait_until_idle,
     worker_pid,
 )
 
@@ -132,7 +133,10 @@ async def test_stalled_readers_do_not_delay_a_healthy_client(tmp_path: Path) -> 
     # Keep the stalled clients stalled (not reset) for the whole measurement.
     async with run_server_command(tmp_path, env={"TICKER_SEND_TIMEOUT": "60"}) as running:
         stalled = [await stalled_client(running.server) for _ in range(5)]
-        await trio.sleep(1.0)  # their windows fill; their writes now block
+        # Their windows fill, their writes block, and the worker has nothing left
+        # to do: waited for, since on a busy machine answering their 10,000 frames
+        # can outlast any fixed sleep, and would then be measured below as delay.
+        await wait_until_idle(worker_pid(running.process.pid))
         healthy = await RawWebsocket.connect(running.server)
         await healthy.receive_json()
         # 50 ms: a skip needs a stall longer than a busy machine's own noise
@@ -157,7 +161,7 @@ async def test_a_stalled_reader_costs_bounded_memory(tmp_path: Path) -> None:
     async with run_server_command(tmp_path, env={"TICKER_SEND_TIMEOUT": "60"}) as running:
         worker = worker_pid(running.process.pid)
         stalled = [await stalled_client(running.server) for _ in range(5)]
-        await trio.sleep(2.0)
+        await wait_until_idle(worker)  # stalled: their replies are all allocated
         before = rss_kib(worker)
         await trio.sleep(4.0)  # 5 clients x 100 ticks/s that cannot be delivered
         growth = rss_kib(worker) - before
@@ -183,7 +187,7 @@ async def test_stalled_readers_do_not_block_shutdown(tmp_path: Path) -> None:
     async with run_server_command(tmp_path, env={"TICKER_SEND_TIMEOUT": "60"}) as running:
         stalled = [await stalled_client(running.server) for _ in range(5)]
         healthy = await ticking_client(running.server)
-        await trio.sleep(1.0)
+        await wait_until_idle(worker_pid(running.process.pid))  # all stalled, for real
         begun = trio.current_time()
         running.process.send_signal(signal.SIGTERM)
         assert await healthy.close_code() == 1001

@@ -52,9 +52,11 @@ async def test_counted_schedule_arrives_on_time_without_drift() -> None:
     interval, count = 0.05, 60
     async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
         assert (await receive(ws))["type"] == "hello"
+        # The server's clock is ours (one process), and it starts the schedule
+        # after this moment: no tick may arrive before t0 + seq * interval.
+        t0 = trio.current_time()
         await ws.send_message(json.dumps({"type": "start", "interval": interval, "count": count}))
         started = await receive(ws)
-        t0 = trio.current_time()
         assert started == {"type": "started", "id": 1, "interval": interval, "count": count}
         lateness = []
         seqs = []
@@ -70,10 +72,13 @@ async def test_counted_schedule_arrives_on_time_without_drift() -> None:
         assert len(seqs) + skipped == count
         assert seqs == sorted(set(seqs))
         assert seqs[-1] == count or skipped > 0
+        assert min(lateness) >= 0  # never early: exact, whatever the machine's load
         # Generous bounds for a loaded 2-core machine; what matters is that the
         # last tick is as close to its absolute deadline as the first (no drift).
+        # Medians of ten, so a stall or two of a busy machine cannot move them;
+        # drift, which delays every later tick more, does. (Exact no-drift is
+        # proved on a virtual clock in tests/unit/test_session.py.)
         assert max(lateness) < 0.5
-        assert min(lateness) > -0.05
         assert abs(sorted(lateness[-10:])[5] - sorted(lateness[:10])[5]) < 0.1
 
 
