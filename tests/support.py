@@ -214,6 +214,26 @@ async def read_response(stream: trio.abc.ReceiveStream) -> HTTPResponse:
     return HTTPResponse(int(status_line.split()[1]), headers, body)
 
 
+async def handshake_headers(server: Server, headers: dict[str, str]) -> dict[str, str]:
+    """The response headers to a websocket handshake sent with exactly ``headers``."""
+    lines = [
+        "GET /ws HTTP/1.1",
+        f"Host: {server.host}:{server.port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with trio.fail_after(STEP_TIMEOUT):
+        stream = await trio.open_tcp_stream(server.host, server.port)
+        async with stream:
+            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+            response = await read_response(stream)
+    assert response.status == 101
+    return response.headers
+
+
 async def open_connections(server: Server) -> int:
     """What /healthz says about open websockets."""
     health = (await http_get(server, "/healthz")).json()

@@ -26,13 +26,13 @@ from ..support import (
     HYPERCORN,
     RawWebsocket,
     Server,
+    handshake_headers,
     http_get,
     raw_frame,
     run_server_command,
     serve_ticker,
     ticking_client,
 )
-from .test_hostile import handshake_headers
 
 pytestmark = pytest.mark.slow
 

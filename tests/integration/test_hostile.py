@@ -24,10 +24,9 @@ from ticker.config import Settings
 from ..support import (
     STEP_TIMEOUT,
     RawWebsocket,
-    Server,
     count_tasks,
+    handshake_headers,
     raw_frame,
-    read_response,
     run_server_command,
     serve_ticker,
     ticking_client,
@@ -43,26 +42,6 @@ CHROMIUM_OFFER = "permessage-deflate; client_max_window_bits"
 #: counts as keeping its rhythm on a busy machine (the benchmark holds 150 ms).
 BYSTANDER_INTERVAL = 0.05
 BYSTANDER_MAX_GAP = 0.3
-
-
-async def handshake_headers(server: Server, headers: dict[str, str]) -> dict[str, str]:
-    """The response headers to a websocket handshake sent with exactly ``headers``."""
-    lines = [
-        "GET /ws HTTP/1.1",
-        f"Host: {server.host}:{server.port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    with trio.fail_after(STEP_TIMEOUT):
-        stream = await trio.open_tcp_stream(server.host, server.port)
-        async with stream:
-            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
-            response = await read_response(stream)
-    assert response.status == 101
-    return response.headers
 
 
 def deflated(data: bytes) -> bytes:

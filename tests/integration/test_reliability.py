@@ -19,6 +19,7 @@ import trio.lowlevel
 import wsproto.events
 from wsproto.frame_protocol import Opcode
 
+from ticker.client_stats import fit_lateness
 from ticker.config import Settings
 
 from ..support import (
@@ -54,10 +55,9 @@ async def stalled_client(server: Server) -> RawWebsocket:
     return client
 
 
-def lateness_p99(arrivals: list[tuple[float, int]], interval: float) -> float:
-    """p99 of arrival minus schedule, the schedule's start fitted to the earliest tick."""
-    t0 = min(at - seq * interval for at, seq in arrivals)
-    lateness = sorted(at - (t0 + seq * interval) for at, seq in arrivals)
+def lateness_p99(arrivals: list[tuple[int, float]], interval: float, started: float) -> float:
+    """p99 of the ticks' lateness, fitted as every client fits it (client_stats.py)."""
+    lateness = sorted(fit_lateness(arrivals, interval, started))
     return lateness[max(0, round(0.99 * len(lateness)) - 1)]
 
 
@@ -144,14 +144,18 @@ async def test_stalled_readers_do_not_delay_a_healthy_client(tmp_path: Path) -> 
         interval, count = 0.05, 60
         await healthy.send_text(json.dumps({"interval": interval, "count": count}))
         arrivals = []
+        started = None
         while (message := await healthy.receive_json())["type"] != "done":
+            if message["type"] == "started":
+                started = trio.current_time()
             if message["type"] == "tick":
                 seq = message["seq"]
                 assert isinstance(seq, int)
-                arrivals.append((trio.current_time(), seq))
+                arrivals.append((seq, trio.current_time()))
         assert message["skipped"] == 0
         assert len(arrivals) == count
-        assert lateness_p99(arrivals, interval) < 0.020
+        assert started is not None
+        assert lateness_p99(arrivals, interval, started) < 0.020
         assert await open_connections(running.server) == 6  # the stalled ones are still there
         for client in stalled:
             await client.abort()

@@ -19,6 +19,7 @@ import trio.testing
 from ticker.protocol import Limits
 from ticker.server_tally import LATENESS_BUCKETS, Tally
 from ticker.session import Close, run_session
+from ticker.timer import Timer
 
 Message = dict[str, object]
 DEFAULT_LIMITS = Limits()
@@ -50,6 +51,15 @@ class Client:
 
 
 SendDelay = Callable[[Message], float]
+
+#: How senders wait for deadlines in this test: see ``waiting``.
+WAITING = {"timer": False}
+
+
+@pytest.fixture(autouse=True, params=["trio.sleep_until", "the worker's Timer"])
+def waiting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every session test runs twice: senders on Trio's own sleep, and on the app's Timer."""
+    monkeypatch.setitem(WAITING, "timer", request.param == "the worker's Timer")
 
 
 @asynccontextmanager
@@ -84,15 +94,21 @@ async def open_session(
 
     client = Client(to_server, from_server)
 
-    async def serve() -> None:
-        client.result.append(await run_session(send, receive, limits, tally))
+    timer = Timer() if WAITING["timer"] else None
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve)
-        hello = await client.receive()
-        assert hello["type"] == "hello"
-        yield client
-        await to_server.aclose()
+    async def serve() -> None:
+        client.result.append(await run_session(send, receive, limits, tally, timer))
+
+    async with trio.open_nursery() as timers:
+        if timer is not None:
+            await timers.start(timer.serve)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            hello = await client.receive()
+            assert hello["type"] == "hello"
+            yield client
+            await to_server.aclose()
+        timers.cancel_scope.cancel()
 
 
 async def test_hello_announces_version_and_limits() -> None:
