@@ -90,8 +90,11 @@ async def tick_client(
     duration: float,
     lateness: list[float],
     starts: list[float],
+    delay: float = 0.0,
 ) -> int:
-    """Start a schedule; record the lateness of slots 1..duration/interval; stop."""
+    """Wait ``delay``; start a schedule; record the lateness of slots 1..duration/interval; stop."""
+    if delay > 0:
+        await asyncio.sleep(delay)
     last_slot = max(1, math.floor(duration / interval + 1e-9))
     asked = time.monotonic()  # not loop.time(): uvloop's clock has only millisecond steps
     await ws.send(json.dumps({"type": "start", "interval": interval}))
@@ -127,8 +130,14 @@ async def steady(args: argparse.Namespace) -> dict[str, Any]:
     await handshake_with_parent()
     lateness: list[float] = []
     starts: list[float] = []
+    # --stagger S: client i starts i/N x S seconds after GO, so that N independent
+    # clients' deadlines are spread over S instead of falling together.
+    delays = [args.stagger * i / len(clients) for i in range(len(clients))]
     received = await asyncio.gather(
-        *(tick_client(ws, args.interval, args.duration, lateness, starts) for ws in clients)
+        *(
+            tick_client(ws, args.interval, args.duration, lateness, starts, delay)
+            for ws, delay in zip(clients, delays, strict=True)
+        )
     )
     await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
     return {
@@ -182,6 +191,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="steady: spread the starts over this many s"
+    )
     parser.add_argument(
         "--offer", choices=OFFERS, default="browser", help="the extensions each client offers"
     )

@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,8 +39,8 @@ SERVER_CPU, LOAD_CPU = 0, 1
 READY_TIMEOUT = 120.0  # seconds for servers to listen and clients to connect
 TICK = os.sysconf("SC_CLK_TCK")
 
-SERVERS = ("ticker", "ticker-deflate", "floor", "starlette", "websockets")
-SCENARIOS = ("steady", "herd", "idle", "reaction")
+SERVERS = ("ticker", "ticker-deflate", "floor", "starlette", "websockets", "websockets-trio")
+SCENARIOS = ("steady", "herd", "idle", "reaction", "capacity")
 OFFERS = ("none", "browser")  # load.py's --offer: no extensions header, or the browsers'
 # Set explicitly, so that the caller's environment cannot change what is measured.
 SERVER_ENV = {
@@ -61,6 +62,7 @@ def server_command(name: str, port: int) -> list[str]:
             "--log-level", "warning", "--no-access-log",
         ],
         "websockets": [py, str(PEERS / "websockets_server.py"), str(port)],
+        "websockets-trio": [py, str(PEERS / "websockets_trio_server.py"), str(port)],
     }[name]  # fmt: skip
 
 
@@ -157,9 +159,18 @@ def start_server(name: str, extra_env: dict[str, str] | None = None) -> Server:
 
 
 def run_load(
-    server: Server, scenario: str, clients: int, processes: int, offer: str, **options: float
+    server: Server,
+    scenario: str,
+    clients: int,
+    processes: int,
+    offer: str,
+    at_go: Any = None,
+    **options: float,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Run load.py in ``processes`` processes; results and the server's usage in the window."""
+    """Run load.py in ``processes`` processes; results and the server's usage in the window.
+
+    ``at_go``, if given, is called as the window opens (every client connected).
+    """
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     loads = []
     folder = Path(tempfile.mkdtemp(prefix="ticker-bench-"))
@@ -192,6 +203,8 @@ def run_load(
         assert load.stdin is not None
         load.stdin.write(b"GO\n")
         load.stdin.flush()
+    if at_go is not None:
+        at_go()
     results = []
     for load, result_file in zip(loads, result_files, strict=True):
         load.communicate(timeout=READY_TIMEOUT + float(options.get("duration", 0)))
@@ -218,26 +231,51 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ticking(
-    server: Server, args: argparse.Namespace, clients: int, interval: float
+    server: Server,
+    args: argparse.Namespace,
+    clients: int,
+    interval: float,
+    *,
+    duration: float | None = None,
+    offer: str | None = None,
+    stagger: float = 0.0,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    duration = args.duration if duration is None else duration
+    offer = args.offer if offer is None else offer
     processes = max(1, min(args.load_processes, clients))
+    options: dict[str, float] = {"interval": interval, "duration": duration}
+    if stagger:
+        options["stagger"] = stagger
+    recorder = Recorder(server, profile, duration) if profile is not None else None
     results, usage = run_load(
-        server, "steady", clients, processes, args.offer, interval=interval, duration=args.duration
+        server,
+        "steady",
+        clients,
+        processes,
+        offer,
+        at_go=recorder.start if recorder is not None else None,
+        **options,
     )
     lateness = [x for r in results for x in r["lateness"]]
     start_delays = [x for r in results for x in r["start_delays"]]
     received = sum(r["received"] for r in results)
-    expected = clients * max(1, math.floor(args.duration / interval + 1e-9))
-    return {
+    expected = clients * max(1, math.floor(duration / interval + 1e-9))
+    load_cpu = sum(r["cpu_window"] for r in results) / usage["wall"]
+    found = {
         "clients": clients,
         "interval": interval,
-        "offer": args.offer,
+        "duration": duration,
+        "stagger": stagger,
+        "offer": offer,
         "extensions": accepted(results),
         "received": received,
         "expected": expected,
         "cpu_us_per_tick": 1e6 * usage["cpu"] / received if received else math.nan,
         "server_cpu_share": usage["cpu"] / usage["wall"],
-        "load_cpu_share": sum(r["cpu_window"] for r in results) / usage["wall"] / processes,
+        "load_cpu_share": load_cpu / processes,
+        # Both load processes share CPU 1 when pinned: how busy that core was.
+        "load_core_share": load_cpu if pinned(LOAD_CPU) is not None else load_cpu / processes,
         "p50_ms": 1e3 * percentile(lateness, 50),
         "p99_ms": 1e3 * percentile(lateness, 99),
         "max_ms": 1e3 * max(lateness, default=math.nan),
@@ -245,6 +283,9 @@ def ticking(
         "peak_rss_mib": usage["peak_rss_kib"] / 1024,
         "lateness_sample": lateness[:: max(1, len(lateness) // 5000)],
     }
+    if recorder is not None:
+        found["profile"] = recorder.finish()
+    return found
 
 
 def idle(server: Server, args: argparse.Namespace, offer: str) -> dict[str, Any]:
@@ -274,6 +315,255 @@ def reaction(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "stop_p50_ms": 1e3 * percentile(result["stop"], 50),
         "stop_p99_ms": 1e3 * percentile(result["stop"], 99),
     }
+
+
+# --- capacity: the largest N at 1 Hz that one worker carries ------------------------
+
+
+def capacity_ok(step: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Carried: every slot arrived (nothing skipped or lost) and p99 within the bound."""
+    return bool(step["received"] == step["expected"] and step["p99_ms"] <= args.capacity_p99)
+
+
+def rounded(n: float) -> int:
+    """Client counts people can read: multiples of 10 below 500, of 50 above."""
+    grain = 10 if n < 500 else 50
+    return max(grain, round(n / grain) * grain)
+
+
+class CapacityClock:
+    """The capacity scenario's time budget, shared by every (server, offer) search.
+
+    Each search may spend what is left divided by the searches still to come,
+    so time a quick search leaves unused goes to the later ones.
+    """
+
+    def __init__(self, budget: float, searches: int) -> None:
+        self.deadline = time.monotonic() + budget
+        self.searches = max(1, searches)
+
+    def share(self) -> float:
+        left = max(0.0, self.deadline - time.monotonic())
+        share = left / self.searches
+        self.searches = max(1, self.searches - 1)
+        return share
+
+
+def capacity(
+    name: str, args: argparse.Namespace, offer: str, clock: CapacityClock, hint: int | None
+) -> dict[str, Any]:
+    """Search N: grow by ``factor`` from the start until a step fails, then bisect.
+
+    A step is a fresh server and N clients at ``--capacity-interval`` with their
+    starts spread evenly over one interval (independent clients, not a herd), for
+    ``--capacity-duration`` seconds. Growth never goes past 90 % of the N at which
+    the last good step's server CPU share would reach a whole core. The search
+    ends when good and bad are within ``--capacity-resolution`` of each other,
+    after ``--capacity-steps`` steps, at ``--capacity-max``, or when its share of
+    ``--capacity-budget`` would be overrun by the next step (predicted from the
+    last one).
+    """
+    interval, duration = args.capacity_interval, args.capacity_duration
+    share = clock.share()
+    began = time.monotonic()
+    # A hint (the other offer's result) starts the search there, in finer steps.
+    factor = 2.0 if hint is None else 1.25
+    n = min(args.capacity_max, rounded(hint if hint else args.capacity_start))
+    good, bad = 0, None
+    steps: list[dict[str, Any]] = []
+    extensions = None
+    why = "steps"
+    while True:
+        if len(steps) >= args.capacity_steps:
+            why = "steps"
+            break
+        if steps:
+            last = steps[-1]
+            fixed = duration + interval + 3.0  # ticks, stagger, server start and stop
+            predicted = fixed + max(0.0, last["seconds"] - fixed) * n / last["clients"]
+            if time.monotonic() - began + predicted > share:
+                why = "budget"
+                break
+        print(f"{name}: capacity, offer {offer}, {n} clients…", file=sys.stderr, flush=True)
+        step_began = time.monotonic()
+        step: dict[str, Any] = {"clients": n}
+        try:
+            server = start_server(name)
+            try:
+                found = ticking(
+                    server, args, n, interval, duration=duration, offer=offer, stagger=interval
+                )
+            finally:
+                server.stop()
+            extensions = extensions or found["extensions"]
+            step.update({k: v for k, v in found.items() if k != "lateness_sample"})
+            step["ok"] = capacity_ok(found, args)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            step.update({"ok": False, "error": str(error)})
+        step["seconds"] = time.monotonic() - step_began
+        steps.append(step)
+        if step["ok"]:
+            good = n
+            if bad is None:
+                if n >= args.capacity_max:
+                    why = "cap"
+                    break
+                grown = n * factor
+                cpu = step.get("server_cpu_share") or 0.0
+                if cpu > 0:
+                    grown = min(grown, max(n * 1.1, 0.9 * n / cpu))
+                n = min(args.capacity_max, rounded(grown))
+                if n <= good:
+                    why = "cap"
+                    break
+                continue
+        else:
+            bad = n if bad is None else min(bad, n)
+        if bad is not None:
+            if good == 0 and bad > rounded(1):
+                n = rounded(bad / factor)  # nothing carried yet: shrink
+                if n < bad:
+                    continue
+            if bad - good <= max(rounded(1), args.capacity_resolution * good):
+                why = "resolution"
+                break
+            n = rounded((good + bad) / 2)
+            if not good < n < bad:
+                why = "resolution"
+                break
+    limited = [s for s in steps if not s["ok"]]
+    return {
+        "offer": offer,
+        "extensions": extensions,
+        "interval": interval,
+        "duration": duration,
+        "p99_bound_ms": args.capacity_p99,
+        "capacity": good,
+        "first_bad": bad,
+        "ended_by": why,
+        "failed_by": sorted({failure(s, args) for s in limited}),
+        "seconds": time.monotonic() - began,
+        "budget_share": share,
+        "steps": steps,
+    }
+
+
+def failure(step: dict[str, Any], args: argparse.Namespace) -> str:
+    if "error" in step:
+        return "error"
+    reasons = []
+    if step["received"] < step["expected"]:
+        reasons.append("skips")
+    if step["p99_ms"] > args.capacity_p99:
+        reasons.append("p99")
+    if step.get("load_core_share", 0) > 0.9:
+        reasons.append("load generator busy")
+    return "+".join(reasons) or "?"
+
+
+# --- profile: where the ticker worker's busy samples go ----------------------------
+
+# Leaf to root, the first frame that is one of these entry points names the bucket
+# (a frame inside wsproto or Hypercorn counts for whoever called in: its send or its
+# receive path). No entry point: "scheduler" if the leaf is in Trio's run loop, else
+# "other". py-spy's raw format: one line per stack, "frame;...;leaf COUNT", each frame
+# "function (file:line)", the file shortened to its import path.
+PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # waiting for the deadline: trio.sleep_until, the run loop's Deadlines.expire, the Timer
+    ("waiting", ("sleep_until (", "expire (trio/", "ticker/timer.py")),
+    (
+        "sending",
+        (
+            "send_text (", "text_frames.py", "protocol_send (", "app_send (",
+            "_send_wsproto_event (", "send (wsproto", "send_all (", "send_data (",
+            "send (quart", "_hypercorn_fixes/writes.py",
+        ),
+    ),
+    (
+        "parsing",
+        (
+            "_read_data (", "receive_data (", "events (wsproto", "_handle_events (",
+            "handle (hypercorn/protocol/ws_stream", "handle_messages (", "receive (quart",
+            "parse (ticker/protocol", "_receive_commands (",
+        ),
+    ),
+    ("session._tick", ("_tick (ticker/session.py",)),
+)  # fmt: skip
+BUCKETS = ("waiting", "sending", "session._tick", "parsing", "scheduler", "other")
+
+
+def bucket(stack: list[str]) -> str:
+    for frame in reversed(stack):
+        for name, needles in PROFILE_RULES:
+            if any(needle in frame for needle in needles):
+                return name
+    return "scheduler" if stack and ("trio/_core/" in stack[-1]) else "other"
+
+
+def summarise_profile(raw: str) -> dict[str, Any]:
+    counts = dict.fromkeys(BUCKETS, 0)
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not stack_text or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        stack = stack_text.split(";")
+        counts[bucket(stack)] += count
+        leaf = stack[-1].split(" (")[0] + " (" + stack[-1].rsplit("/", 1)[-1].split(":")[0] + ")"
+        leaves[leaf] = leaves.get(leaf, 0) + count
+        total += count
+    top = sorted(leaves.items(), key=lambda item: -item[1])[:10]
+    return {
+        "busy_samples": total,
+        "shares": {name: count / total if total else math.nan for name, count in counts.items()},
+        "top_leaves": [[leaf, count / total] for leaf, count in top],
+    }
+
+
+class Recorder:
+    """py-spy on the server's worker (Hypercorn's child, or the process itself)."""
+
+    def __init__(self, server: Server, folder: Path, duration: float) -> None:
+        self.server, self.folder, self.duration = server, folder, duration
+        self.process: subprocess.Popen[bytes] | None = None
+        self.output = folder / f"{server.name}-{server.port}.raw"
+        self.error = ""
+
+    def start(self) -> None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        family = tree(self.server.process.pid)
+        worker = family[1] if len(family) > 1 else family[0]
+        command = [spy, "record", "--pid", str(worker), "--rate", "200", "--nonblocking"]
+        command += ["--duration", str(max(1, math.floor(self.duration)))]
+        command += ["--format", "raw", "--output", str(self.output)]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=pinned(LOAD_CPU),  # its work stays off the server's CPU
+        )
+
+    def finish(self) -> dict[str, Any]:
+        if self.process is None:
+            return {"error": "py-spy never started"}
+        try:
+            _, stderr = self.process.communicate(timeout=self.duration + 30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, stderr = self.process.communicate()
+        if self.process.returncode != 0 or not self.output.exists():
+            return {"error": stderr.decode(errors="replace").strip()[-500:]}
+        summary = summarise_profile(self.output.read_text())
+        summary["raw"] = str(self.output)
+        return summary
+
+
+def py_spy_available() -> bool:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return Path(spy).exists()
 
 
 def versions() -> dict[str, str]:
@@ -324,6 +614,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--idle-offers", default=",".join(OFFERS), help="idle: each offer on a fresh server"
     )
+    parser.add_argument(
+        "--capacity-offers", default=",".join(OFFERS), help="capacity: a search per offer"
+    )
+    parser.add_argument("--capacity-interval", type=float, default=1.0, help="capacity: s")
+    parser.add_argument(
+        "--capacity-duration", type=float, default=10.0, help="capacity: s per step (>= 10 ticks)"
+    )
+    parser.add_argument("--capacity-p99", type=float, default=50.0, help="capacity: p99 bound, ms")
+    parser.add_argument("--capacity-start", type=int, default=1000, help="capacity: first N")
+    parser.add_argument("--capacity-max", type=int, default=16000, help="capacity: largest N")
+    parser.add_argument("--capacity-steps", type=int, default=6, help="capacity: per search")
+    parser.add_argument(
+        "--capacity-resolution", type=float, default=0.1, help="capacity: stop within this ratio"
+    )
+    parser.add_argument(
+        "--capacity-budget", type=float, default=600.0, help="capacity: s for all searches"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="steady: record ticker's worker with py-spy and summarise where it is busy",
+    )
     parser.add_argument("--load-processes", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--label", default="run", help="names the output files")
@@ -337,9 +649,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     idle_offers = args.idle_offers.split(",")
-    for offer in idle_offers:
+    capacity_offers = args.capacity_offers.split(",")
+    for offer in idle_offers + capacity_offers:
         if offer not in OFFERS:
             parser.error(f"unknown offer {offer!r}; choose from {', '.join(OFFERS)}")
+    profiling = args.profile and py_spy_available()
+    if args.profile and not profiling:
+        print("--profile: py-spy is not installed; no profile", file=sys.stderr)
 
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
@@ -348,19 +664,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "offer": args.offer,
         "results": {},
     }
+    offers_of = {"idle": idle_offers, "capacity": capacity_offers}
     runs = [
         (scenario, offer)
         for scenario in scenarios
-        for offer in (idle_offers if scenario == "idle" else [args.offer])
+        for offer in offers_of.get(scenario, [args.offer])
     ]
+    clock = CapacityClock(
+        args.capacity_budget, len(servers) * len(capacity_offers) * ("capacity" in scenarios)
+    )
+    profiles = args.out / f"{args.label}-profiles"
     for name in servers:
         results: dict[str, Any] = {}
         for scenario, offer in runs:
+            if scenario == "capacity":  # a fresh server per step
+                by_offer = results.setdefault(scenario, {})
+                hint = next((r["capacity"] for r in by_offer.values() if r["capacity"]), None)
+                by_offer[offer] = capacity(name, args, offer, clock, hint)
+                continue
             server = start_server(name)  # a fresh server per scenario and offer: no carry-over
             try:
                 print(f"{name}: {scenario}, offer {offer}…", file=sys.stderr, flush=True)
                 if scenario == "steady":
-                    results[scenario] = ticking(server, args, args.clients, args.interval)
+                    profile = profiles if profiling and name.startswith("ticker") else None
+                    results[scenario] = ticking(
+                        server, args, args.clients, args.interval, profile=profile
+                    )
                 elif scenario == "herd":
                     results[scenario] = ticking(server, args, args.herd_clients, args.herd_interval)
                 elif scenario == "idle":  # one result per offer
@@ -443,16 +772,23 @@ def render(report: dict[str, Any]) -> str:
                 f"| {name} | {r['trials']} | {r['start_p50_ms']:.3f} | {r['start_p99_ms']:.3f} "
                 f"| {r['stop_p50_ms']:.3f} | {r['stop_p99_ms']:.3f} |"
             )
+    lines += render_capacity(results)
+    lines += render_profiles(results)
     if "ticker" in results:
         offer = report["offer"]
-        lines += ["", "### ticker ÷ each server (below 1.0: ticker is better)", ""]
+        lines += ["", "### ticker ÷ each server", ""]
         lines += [
-            f"| vs | CPU/tick (steady) | p99 (steady) | KiB/idle connection ({offer} offer) |",
-            "|---|---|---|---|",
+            "Below 1.0 ticker is better, except capacity (ticker's N ÷ theirs: above 1.0 "
+            "ticker carries more). n/a: not measured in this run.",
+            "",
+            f"| vs | CPU/tick (steady) | p99 (steady) | start delay p99 (steady) "
+            f"| KiB/idle connection ({offer} offer) | capacity (no offer) "
+            "| capacity (browser offer) |",
+            "|---|---|---|---|---|---|---|",
         ]
 
-        def value(r: dict[str, Any], scenario: str, key: str) -> float:
-            found = r[scenario][offer] if scenario == "idle" else r[scenario]
+        def value(r: dict[str, Any], scenario: str, key: str, offer: str = offer) -> float:
+            found = r[scenario][offer] if scenario in ("idle", "capacity") else r[scenario]
             return float(found[key])
 
         mine = results["ticker"]
@@ -460,15 +796,95 @@ def render(report: dict[str, Any]) -> str:
             if name == "ticker":
                 continue
             cells = []
-            for scenario, key in (
-                ("steady", "cpu_us_per_tick"), ("steady", "p99_ms"), ("idle", "kib_per_connection")
+            for scenario, key, which in (
+                ("steady", "cpu_us_per_tick", offer), ("steady", "p99_ms", offer),
+                ("steady", "start_delay_p99_ms", offer), ("idle", "kib_per_connection", offer),
+                ("capacity", "capacity", "none"), ("capacity", "capacity", "browser"),
             ):  # fmt: skip
                 try:
-                    cells.append(f"{value(mine, scenario, key) / value(theirs, scenario, key):.2f}")
+                    ratio = value(mine, scenario, key, which) / value(theirs, scenario, key, which)
+                    cells.append(f"{ratio:.2f}")
                 except (KeyError, ZeroDivisionError):
                     cells.append("n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_capacity(results: dict[str, Any]) -> list[str]:
+    rows = {name: r["capacity"] for name, r in results.items() if "capacity" in r}
+    if not rows:
+        return []
+    first = next(iter(next(iter(rows.values())).values()))
+    lines = [
+        "",
+        f"### capacity: largest N at {1 / first['interval']:g} Hz with p99 ≤ "
+        f"{first['p99_bound_ms']:g} ms and nothing skipped ({first['duration']:g} s per step, "
+        "starts spread over one interval)",
+        "",
+        "| server | offer | capacity N | first failing N | failed by | search ended by "
+        "| steps | seconds | accepted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_offer in rows.items():
+        for offer, r in by_offer.items():
+            lines.append(
+                f"| {name} | {offer} | **{r['capacity']}** | {r['first_bad'] or '—'} "
+                f"| {', '.join(r['failed_by']) or '—'} | {r['ended_by']} | {len(r['steps'])} "
+                f"| {r['seconds']:.0f} | {r['extensions'] or '—'} |"
+            )
+    lines += [
+        "",
+        "Steps (in order):",
+        "",
+        "| server | offer | N | carried | p99 ms | max ms | received/expected | CPU µs/tick "
+        "| server CPU | load core | start delay p99 ms | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_offer in rows.items():
+        for offer, r in by_offer.items():
+            for step in r["steps"]:
+                if "error" in step:
+                    lines.append(
+                        f"| {name} | {offer} | {step['clients']} | no: {step['error']} "
+                        f"| | | | | | | | {step['seconds']:.0f} |"
+                    )
+                    continue
+                lines.append(
+                    f"| {name} | {offer} | {step['clients']} | {'yes' if step['ok'] else 'no'} "
+                    f"| {step['p99_ms']:.1f} | {step['max_ms']:.1f} "
+                    f"| {step['received']}/{step['expected']} | {step['cpu_us_per_tick']:.1f} "
+                    f"| {step['server_cpu_share']:.0%} | {step['load_core_share']:.0%} "
+                    f"| {step['start_delay_p99_ms']:.1f} | {step['seconds']:.0f} |"
+                )
+    return lines
+
+
+def render_profiles(results: dict[str, Any]) -> list[str]:
+    rows = {
+        name: r["steady"]["profile"]
+        for name, r in results.items()
+        if "profile" in r.get("steady", {})
+    }
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### profile: where the worker is busy, steady (py-spy, share of busy samples)",
+        "",
+        "| server | busy samples | " + " | ".join(BUCKETS) + " |",
+        "|---|---|" + "---|" * len(BUCKETS),
+    ]
+    for name, p in rows.items():
+        if "error" in p:
+            lines.append(f"| {name} | py-spy failed: {p['error']} |" + " |" * len(BUCKETS))
+            continue
+        shares = " | ".join(f"{p['shares'][b]:.0%}" for b in BUCKETS)
+        lines.append(f"| {name} | {p['busy_samples']} | {shares} |")
+    for name, p in rows.items():
+        if "top_leaves" in p:
+            top = ", ".join(f"{leaf} {share:.0%}" for leaf, share in p["top_leaves"][:6])
+            lines += ["", f"{name}, top leaf functions: {top}"]
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -2,12 +2,13 @@
 
     python tools/fingerprints.py
 
-For every function a fix replaces (``CHECKED`` in src/ticker/_hypercorn_fixes/
-__init__.py) it prints the installed source's fingerprint and whether it is
-the checked one, then exits 1 if any differ. Upgrading Hypercorn: read the
+For every function a fix replaces or relies on (``CHECKED`` and
+``RELIED_ON`` in src/ticker/_hypercorn_fixes/__init__.py) it prints the
+installed source's fingerprint and whether it is the checked one, then exits
+1 if any differ. Upgrading Hypercorn: read the
 upstream diff of each changed function, adapt its fix (the module that
 patches it says why it does), run the suite, then paste the new lines this
-prints into ``CHECKED`` and widen ``SUPPORTED`` and pyproject.toml together.
+prints into those tables and widen ``SUPPORTED`` and pyproject.toml together.
 It never imports ``ticker.app``, so nothing is patched while it looks.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from ticker._hypercorn_fixes import CHECKED, SUPPORTED
+from ticker._hypercorn_fixes import CHECKED, RELIED_ON, SUPPORTED
 from ticker._hypercorn_fixes._patching import fingerprint, installed_version, resolve
 
 
@@ -25,7 +26,7 @@ def main() -> int:
         verdict = "supported" if installed and supported.admits(installed) else "NOT SUPPORTED"
         print(f"# {supported.distribution} {installed}: {verdict} ({supported})")
     changed = 0
-    for name, expected in CHECKED.items():
+    for name, expected in {**CHECKED, **RELIED_ON}.items():
         try:
             found = fingerprint(resolve(name))
         except (LookupError, OSError, TypeError) as error:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hypercorn.config import Config
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
 
 import ticker._hypercorn_fixes as fixes
@@ -38,7 +39,8 @@ def unpatched() -> Iterator[None]:
 
 def test_the_installed_versions_are_the_ones_the_fixes_were_checked_on(unpatched: None) -> None:
     for supported in fixes.SUPPORTED:
-        checked = fixes.CHECKED if supported.distribution == "hypercorn" else {}
+        every = {**fixes.CHECKED, **fixes.RELIED_ON}
+        checked = every if supported.distribution == "hypercorn" else {}
         assert _patching.problems(supported, checked) == []
 
 
@@ -220,3 +222,17 @@ def test_one_server_takes_one_registration() -> None:
     server.begin_shutdown()
     server.begin_shutdown()
     assert calls == ["shutdown"]  # once, however often shutdown is signalled
+
+
+def test_a_release_that_changed_a_function_a_fix_relies_on_is_refused_by_name(
+    unpatched: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def rewritten_stream_send(self: H11Protocol, event: Any) -> None:
+        """What a new Hypercorn release might ship instead."""
+
+    monkeypatch.setattr(H11Protocol, "stream_send", rewritten_stream_send)
+    before = targets()
+    with pytest.raises(fixes.UnsupportedHypercorn, match=r"H11Protocol\.stream_send"):
+        fixes.apply()
+    assert targets() == before
+    monkeypatch.undo()

@@ -20,7 +20,8 @@ fix    module                   what
 ``apply()`` checks before it touches anything: the installed versions of
 Hypercorn and of the two libraries the patches reach into (``SUPPORTED``),
 and that every function it replaces still has the source it was checked
-against (``CHECKED``, fingerprints). Then it installs every fix, or none.
+against (``CHECKED``, fingerprints), as does every function a fix relies on
+without replacing it (``RELIED_ON``). Then it installs every fix, or none.
 ``restore()`` puts Hypercorn back as it was. The app reaches the server
 through ``registry``: an explicit registration offered in the lifespan scope.
 
@@ -87,6 +88,14 @@ CHECKED: Final = {
     "hypercorn.protocol.h2.H2Protocol.handle": "c67e89eb79af9032",
 }
 
+#: Functions a fix relies on without replacing them, fingerprinted the same way:
+#: the text-frame shortcut hands its frames to the protocols' ``stream_send``
+#: as the ``Data`` event wsproto's path ends in (text_frames.py).
+RELIED_ON: Final = {
+    "hypercorn.protocol.h11.H11Protocol.stream_send": "56a36254a368d71a",
+    "hypercorn.protocol.h2.H2Protocol.stream_send": "d8fc824e2770ba5c",
+}
+
 #: In the order they are installed: a later fix wraps what an earlier one left
 #: (fixes 4 and 7 both wrap ``WSStream.handle``).
 FIXES: Final = (
@@ -116,7 +125,8 @@ def apply() -> None:
     if _patcher is not None:
         return
     for supported in SUPPORTED:
-        found = problems(supported, CHECKED if supported.distribution == "hypercorn" else {})
+        checked = {**CHECKED, **RELIED_ON} if supported.distribution == "hypercorn" else {}
+        found = problems(supported, checked)
         if found:
             raise UnsupportedHypercorn(found[0])
     patcher = Patcher(CHECKED)
