@@ -72,11 +72,14 @@ async def test_json_output_is_json_lines_with_every_message() -> None:
 
 
 async def test_unreachable_server_exits_1_naming_the_url() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago
+    # The port stays bound (not listening) for the whole test: connecting is
+    # refused, and no server of another test running alongside can take it,
+    # as one did once the port was given back (seen with two suites at once).
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"ws://127.0.0.1:{port}/ws"
-    result = await ticker("watch", url, "-i", "1")
+        url = f"ws://127.0.0.1:{port}/ws"
+        result = await ticker("watch", url, "-i", "1")
     assert result.returncode == 1
     (line,) = lines(result.stderr)
     assert line.startswith(f"ticker: cannot connect to {url}: ")
