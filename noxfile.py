@@ -108,9 +108,15 @@ def deploy(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmark ticker against its floor and peers (BENCHMARKS.md); minutes, not seconds."""
-    session.install(".", *group("bench"))
+    """Benchmark ticker against its floor and peers (BENCHMARKS.md); minutes, not seconds.
+
+    With no arguments, also each lever's A/B row (benchmarks/levers.py, its LEVERS table).
+    """
+    # websockets>=17 for the websockets-trio peer; py-spy for run.py --profile.
+    session.install(".", *group("bench"), "websockets>=17", "py-spy>=0.4")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    if not session.posargs:
+        session.run("python", "benchmarks/levers.py")
 
 
 @nox.session(default=False)

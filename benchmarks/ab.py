@@ -9,6 +9,9 @@ Each round runs ``run.py --servers ticker`` once with the base revision's
 alternating order, so that a machine getting busier or quieter between
 rounds affects both alike. It prints each round's CPU per tick and p99, and
 the median of the per-round ratios (B / A): the number to quote for a lever.
+``--json PATH`` also writes the rounds and medians; ``--profile`` passes
+``--profile`` to run.py (py-spy buckets per run, printed per side).
+``benchmarks/levers.py`` runs it for every lever in its LEVERS table.
 """
 
 from __future__ import annotations
@@ -63,10 +66,26 @@ def one_run(src: Path, args: argparse.Namespace, out: Path, label: str) -> dict[
         "--label",
         label,
     ]
+    if args.profile:
+        command.append("--profile")
     env = {**os.environ, "PYTHONPATH": str(src)}
     subprocess.run(command, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads((out / f"{label}.json").read_text())
     return result["results"]["ticker"][args.scenario]  # type: ignore[no-any-return]
+
+
+def print_profiles(rows: list[dict[str, dict[str, Any]]]) -> None:
+    """Each side's py-spy buckets, the mean share over its rounds."""
+    for side in "AB":
+        profiles = [
+            row[side]["profile"] for row in rows if "shares" in row[side].get("profile", {})
+        ]
+        if not profiles:
+            print(f"profile {side}: none (py-spy missing or failed)")
+            continue
+        buckets = profiles[0]["shares"]
+        mean = {b: statistics.fmean(p["shares"][b] for p in profiles) for b in buckets}
+        print(f"profile {side}: " + ", ".join(f"{b} {share:.0%}" for b, share in mean.items()))
 
 
 def main() -> int:
@@ -78,6 +97,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--json", type=Path, help="also write the rounds and medians here")
+    parser.add_argument(
+        "--profile", action="store_true", help="run.py --profile: py-spy buckets per run"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -99,6 +122,32 @@ def main() -> int:
     medians = {
         side: statistics.median(row[side]["cpu_us_per_tick"] for row in rows) for side in "AB"
     }
+    if args.profile:
+        print_profiles(rows)
+    if args.json is not None:
+        summary = {
+            "base": args.base,
+            "against": args.against or "working tree",
+            "scenario": args.scenario,
+            "clients": args.clients,
+            "interval": args.interval,
+            "duration": args.duration,
+            "rounds": [
+                {
+                    side: {k: v for k, v in r.items() if k != "lateness_sample"}
+                    for side, r in row.items()
+                }
+                for row in rows
+            ],
+            "median_cpu_us_per_tick": medians,
+            "median_p99_ms": {
+                side: statistics.median(row[side]["p99_ms"] for row in rows) for side in "AB"
+            },
+            "ratios": ratios,
+            "median_ratio": statistics.median(ratios),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
     print(
         f"A = {args.base}, B = {args.against or 'working tree'}; {args.scenario},"
         f" {args.clients} clients every"

@@ -1,7 +1,9 @@
-"""Benchmark ticker side by side with its stack's floor and two peers.
+"""Benchmark ticker side by side with its stack's floor and three peers.
 
     nox -s bench                       # the full run behind BENCHMARKS.md
     nox -s bench -- --servers ticker,floor --scenarios steady --duration 3
+    python benchmarks/run.py --scenarios capacity --capacity-budget 900
+    python benchmarks/run.py --servers ticker --scenarios steady --profile   # needs py-spy
 
 Each server runs alone, pinned to CPU 0; the load generators (``load.py``,
 asyncio + websockets) are pinned to CPU 1. Server CPU comes from the OS
@@ -10,8 +12,15 @@ asyncio + websockets) are pinned to CPU 1. Server CPU comes from the OS
 Clients make the browsers' compression offer (``permessage-deflate;
 client_max_window_bits``) unless ``--offer none``; the idle scenario measures
 both offers (``--idle-offers``). ``ticker-deflate`` is ticker with
-``TICKER_COMPRESSION=on``; the peers run at their own defaults (all three
-negotiate permessage-deflate when offered).
+``TICKER_COMPRESSION=on``; the peers run at their own defaults (all of them
+negotiate permessage-deflate when offered). ``websockets`` is the websockets
+library's asyncio server, ``websockets-trio`` its native Trio one (websockets >= 17).
+
+``capacity`` searches, per server and per offer (``--capacity-offers``), the
+largest N of 1 Hz clients one worker carries with p99 lateness within 50 ms and
+no slot skipped; see ``capacity()`` for the search and its time budget.
+``--profile`` records ticker's worker with py-spy during the steady scenario and
+sorts its busy samples into buckets (``PROFILE_RULES``).
 """
 
 from __future__ import annotations
@@ -352,22 +361,28 @@ class CapacityClock:
 def capacity(
     name: str, args: argparse.Namespace, offer: str, clock: CapacityClock, hint: int | None
 ) -> dict[str, Any]:
-    """Search N: grow by ``factor`` from the start until a step fails, then bisect.
+    """Search the largest N carried: grow until a step fails, then bisect.
 
     A step is a fresh server and N clients at ``--capacity-interval`` with their
     starts spread evenly over one interval (independent clients, not a herd), for
-    ``--capacity-duration`` seconds. Growth never goes past 90 % of the N at which
-    the last good step's server CPU share would reach a whole core. The search
-    ends when good and bad are within ``--capacity-resolution`` of each other,
-    after ``--capacity-steps`` steps, at ``--capacity-max``, or when its share of
-    ``--capacity-budget`` would be overrun by the next step (predicted from the
-    last one).
+    ``--capacity-duration`` seconds; it carries N if every slot arrives and p99
+    lateness is within ``--capacity-p99``. From ``--capacity-start``, each good
+    step grows N towards where its server CPU share extrapolates to 85 % of a
+    core, by 1.25x at least and 4x at most (1.1x-1.25x when ``hint``, the other
+    offer's result, is the start); a failing first step halves N (1.25x with a
+    hint). After the first failure: bisection. The search ends when good and bad
+    are within ``--capacity-resolution`` of each other, after ``--capacity-steps``
+    steps, at ``--capacity-max``, or when the next step (its time predicted from
+    the last one's) would overrun this search's share of ``--capacity-budget``;
+    or, with a hint, at once if the first step carries it and the server declined
+    the offer (same wire, same work as with no offer).
     """
     interval, duration = args.capacity_interval, args.capacity_duration
     share = clock.share()
     began = time.monotonic()
     # A hint (the other offer's result) starts the search there, in finer steps.
-    factor = 2.0 if hint is None else 1.25
+    low, high = (1.25, 4.0) if hint is None else (1.1, 1.25)
+    shrink = 2.0 if hint is None else 1.25
     n = min(args.capacity_max, rounded(hint if hint else args.capacity_start))
     good, bad = 0, None
     steps: list[dict[str, Any]] = []
@@ -390,8 +405,9 @@ def capacity(
         try:
             server = start_server(name)
             try:
+                stagger = interval if args.capacity_stagger is None else args.capacity_stagger
                 found = ticking(
-                    server, args, n, interval, duration=duration, offer=offer, stagger=interval
+                    server, args, n, interval, duration=duration, offer=offer, stagger=stagger
                 )
             finally:
                 server.stop()
@@ -404,14 +420,20 @@ def capacity(
         steps.append(step)
         if step["ok"]:
             good = n
+            declined = offer != "none" and not extensions
+            if hint is not None and len(steps) == 1 and declined and n < args.capacity_max:
+                # Offer declined: the same wire and work as without one, carried at
+                # the no-offer result; no more steps spent on it.
+                why = "declined"
+                break
             if bad is None:
                 if n >= args.capacity_max:
                     why = "cap"
                     break
-                grown = n * factor
+                # Aim where the server's CPU share would be 85 % of its core, if known,
+                # growing by at least `low` and at most `high` times.
                 cpu = step.get("server_cpu_share") or 0.0
-                if cpu > 0:
-                    grown = min(grown, max(n * 1.1, 0.9 * n / cpu))
+                grown = n * (high if cpu <= 0 else min(high, max(low, 0.85 / cpu)))
                 n = min(args.capacity_max, rounded(grown))
                 if n <= good:
                     why = "cap"
@@ -421,7 +443,7 @@ def capacity(
             bad = n if bad is None else min(bad, n)
         if bad is not None:
             if good == 0 and bad > rounded(1):
-                n = rounded(bad / factor)  # nothing carried yet: shrink
+                n = rounded(bad / shrink)  # nothing carried yet: shrink
                 if n < bad:
                     continue
             if bad - good <= max(rounded(1), args.capacity_resolution * good):
@@ -503,27 +525,35 @@ def bucket(stack: list[str]) -> str:
 def summarise_profile(raw: str) -> dict[str, Any]:
     counts = dict.fromkeys(BUCKETS, 0)
     leaves: dict[str, int] = {}
-    total = 0
+    total = polling = 0
     for line in raw.splitlines():
         stack_text, _, count_text = line.rpartition(" ")
         if not stack_text or not count_text.isdigit():
             continue
         count = int(count_text)
         stack = stack_text.split(";")
+        if "get_events (trio/_core/_io_epoll.py" in stack[-1]:
+            # In epoll_wait: idle, though --nonblocking sampling cannot always tell.
+            polling += count
+            continue
         counts[bucket(stack)] += count
-        leaf = stack[-1].split(" (")[0] + " (" + stack[-1].rsplit("/", 1)[-1].split(":")[0] + ")"
+        function, _, where = stack[-1].partition(" (")
+        path, _, line_number = where.removesuffix(")").rpartition(":")
+        path = path if line_number.isdigit() else where.removesuffix(")")
+        leaf = f"{function} ({path.rsplit('/', 1)[-1]})"
         leaves[leaf] = leaves.get(leaf, 0) + count
         total += count
     top = sorted(leaves.items(), key=lambda item: -item[1])[:10]
     return {
         "busy_samples": total,
+        "epoll_wait_samples": polling,  # left out of the shares
         "shares": {name: count / total if total else math.nan for name, count in counts.items()},
         "top_leaves": [[leaf, count / total] for leaf, count in top],
     }
 
 
 class Recorder:
-    """py-spy on the server's worker (Hypercorn's child, or the process itself)."""
+    """py-spy on the server's worker process, for the steady window."""
 
     def __init__(self, server: Server, folder: Path, duration: float) -> None:
         self.server, self.folder, self.duration = server, folder, duration
@@ -533,8 +563,9 @@ class Recorder:
 
     def start(self) -> None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        family = tree(self.server.process.pid)
-        worker = family[1] if len(family) > 1 else family[0]
+        # The worker: of the process tree (Hypercorn's parent, multiprocessing's
+        # resource tracker, the worker), the one holding the clients' sockets.
+        worker = max(tree(self.server.process.pid), key=open_files)
         command = [spy, "record", "--pid", str(worker), "--rate", "200", "--nonblocking"]
         command += ["--duration", str(max(1, math.floor(self.duration)))]
         command += ["--format", "raw", "--output", str(self.output)]
@@ -559,6 +590,13 @@ class Recorder:
         summary = summarise_profile(self.output.read_text())
         summary["raw"] = str(self.output)
         return summary
+
+
+def open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
 
 
 def py_spy_available() -> bool:
@@ -622,6 +660,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--capacity-duration", type=float, default=10.0, help="capacity: s per step (>= 10 ticks)"
     )
     parser.add_argument("--capacity-p99", type=float, default=50.0, help="capacity: p99 bound, ms")
+    parser.add_argument(
+        "--capacity-stagger", type=float, help="capacity: spread the starts over s (one interval)"
+    )
     parser.add_argument("--capacity-start", type=int, default=1000, help="capacity: first N")
     parser.add_argument("--capacity-max", type=int, default=16000, help="capacity: largest N")
     parser.add_argument("--capacity-steps", type=int, default=6, help="capacity: per search")
@@ -802,12 +843,30 @@ def render(report: dict[str, Any]) -> str:
                 ("capacity", "capacity", "none"), ("capacity", "capacity", "browser"),
             ):  # fmt: skip
                 try:
+                    if scenario == "capacity":
+                        cells.append(capacity_ratio(mine[scenario][which], theirs[scenario][which]))
+                        continue
                     ratio = value(mine, scenario, key, which) / value(theirs, scenario, key, which)
                     cells.append(f"{ratio:.2f}")
                 except (KeyError, ZeroDivisionError):
                     cells.append("n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def capacity_text(r: dict[str, Any]) -> str:
+    """The result, as a bound when the search stopped at --capacity-max."""
+    return f"≥ {r['capacity']}" if r["ended_by"] == "cap" else str(r["capacity"])
+
+
+def capacity_ratio(mine: dict[str, Any], theirs: dict[str, Any]) -> str:
+    if not theirs["capacity"]:
+        return "n/a"
+    ratio = f"{mine['capacity'] / theirs['capacity']:.2f}"
+    capped = (mine["ended_by"] == "cap", theirs["ended_by"] == "cap")
+    return {(False, False): ratio, (True, False): f"≥ {ratio}", (False, True): f"≤ {ratio}"}.get(
+        capped, "n/a (both at the cap)"
+    )
 
 
 def render_capacity(results: dict[str, Any]) -> list[str]:
@@ -828,7 +887,7 @@ def render_capacity(results: dict[str, Any]) -> list[str]:
     for name, by_offer in rows.items():
         for offer, r in by_offer.items():
             lines.append(
-                f"| {name} | {offer} | **{r['capacity']}** | {r['first_bad'] or '—'} "
+                f"| {name} | {offer} | **{capacity_text(r)}** | {r['first_bad'] or '—'} "
                 f"| {', '.join(r['failed_by']) or '—'} | {r['ended_by']} | {len(r['steps'])} "
                 f"| {r['seconds']:.0f} | {r['extensions'] or '—'} |"
             )
@@ -871,15 +930,15 @@ def render_profiles(results: dict[str, Any]) -> list[str]:
         "",
         "### profile: where the worker is busy, steady (py-spy, share of busy samples)",
         "",
-        "| server | busy samples | " + " | ".join(BUCKETS) + " |",
-        "|---|---|" + "---|" * len(BUCKETS),
+        "| server | busy samples | epoll_wait (left out) | " + " | ".join(BUCKETS) + " |",
+        "|---|---|---|" + "---|" * len(BUCKETS),
     ]
     for name, p in rows.items():
         if "error" in p:
-            lines.append(f"| {name} | py-spy failed: {p['error']} |" + " |" * len(BUCKETS))
+            lines.append(f"| {name} | py-spy failed: {p['error']} | |" + " |" * len(BUCKETS))
             continue
         shares = " | ".join(f"{p['shares'][b]:.0%}" for b in BUCKETS)
-        lines.append(f"| {name} | {p['busy_samples']} | {shares} |")
+        lines.append(f"| {name} | {p['busy_samples']} | {p['epoll_wait_samples']} | {shares} |")
     for name, p in rows.items():
         if "top_leaves" in p:
             top = ", ".join(f"{leaf} {share:.0%}" for leaf, share in p["top_leaves"][:6])
