@@ -14,6 +14,8 @@ from decimal import Decimal, InvalidOperation
 from enum import IntEnum, StrEnum
 from typing import Final
 
+from .schedule import Schedule
+
 DEFAULT_MIN_INTERVAL: Final = 0.01  # seconds
 DEFAULT_MAX_INTERVAL: Final = 86_400.0  # seconds (one day)
 DEFAULT_MAX_COUNT: Final = 1_000_000  # ticks in one counted schedule
@@ -63,10 +65,17 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Start a schedule: a tick every ``interval`` seconds, ``count`` times or forever."""
+    """Start a schedule: a tick every ``interval`` seconds, ``count`` times or forever.
+
+    ``anchor`` (Unix seconds) puts slot n at ``anchor + n * interval`` on the
+    wall clock; ``last`` ends the schedule at that slot instead of after
+    ``count`` slots (how a client resumes a counted schedule elsewhere).
+    """
 
     interval: float
     count: int | None = None
+    anchor: float | None = None
+    last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_INTERVAL = "invalid_interval"
     INVALID_COUNT = "invalid_count"
+    INVALID_ANCHOR = "invalid_anchor"
+    INVALID_LAST = "invalid_last"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
 
 
@@ -153,10 +164,17 @@ def parse(frame: str | bytes | None, limits: Limits) -> Command:
                 "A start needs an interval: a number of seconds between "
                 f"{_num(limits.min_interval)} and {_num(limits.max_interval)}.",
             )
-        return Start(
-            interval=_interval(value["interval"], limits),
-            count=_count(value.get("count"), limits),
-        )
+        interval = _interval(value["interval"], limits)
+        count = _count(value.get("count"), limits)
+        anchor = _anchor(value.get("anchor"))
+        last = _last(value.get("last"))
+        if last is not None and count is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_LAST,
+                "Give either a count or a last slot, not both; "
+                "last is for resuming a counted schedule.",
+            )
+        return Start(interval, count, anchor, last)
     if kind == "stop":
         return Stop()
     raise ProtocolError(
@@ -235,6 +253,31 @@ def _count(value: object, limits: Limits) -> int | None:
     return count
 
 
+def _anchor(value: object) -> float | None:
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise ProtocolError(
+            ErrorCode.INVALID_ANCHOR,
+            "The anchor must be a Unix time in seconds (a number, 0 or more), "
+            f"or left out; got {_excerpt(value)}.",
+        )
+    return seconds
+
+
+def _last(value: object) -> int | None:
+    if value is None:
+        return None
+    last = _whole_number(value)
+    if last is None or last < 1:
+        raise ProtocolError(
+            ErrorCode.INVALID_LAST,
+            f"The last slot must be a whole number from 1, or left out; got {_excerpt(value)}.",
+        )
+    return last
+
+
 def _whole_number(value: object) -> int | None:
     """An integral JSON number, or a string holding one; None for anything else."""
     if isinstance(value, bool):
@@ -282,6 +325,57 @@ def _num(value: float) -> int | float:
 
 
 # ---------------------------------------------------------------------------
+# An accepted start's grid
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an accepted start runs: its schedule, and its anchor as ``started`` reports it."""
+
+    schedule: Schedule
+    anchor: float
+
+
+def plan(start: Start, limits: Limits, *, now: float, unix_now: float) -> Plan:
+    """Map ``start``'s grid onto the monotonic clock, once, at acceptance.
+
+    ``now`` is the monotonic clock and ``unix_now`` the wall clock, read
+    together. Without an anchor the grid starts now (slot 0), as it always has.
+
+    Raises:
+        ProtocolError: an anchor too far ahead, or a last slot already passed
+            or too far away; these depend on the time, so ``parse`` cannot see them.
+    """
+    anchor = unix_now if start.anchor is None else start.anchor
+    ahead = anchor - unix_now
+    if ahead > limits.max_interval:
+        raise ProtocolError(
+            ErrorCode.INVALID_ANCHOR,
+            f"The anchor must be at most {_num(limits.max_interval)} seconds ahead of "
+            f"the server's clock ({unix_now:.3f}); got {_num(anchor)}. "
+            "It is in seconds, not milliseconds.",
+        )
+    # Mapped once: a later wall-clock step moves tick times, not the schedule.
+    schedule = Schedule.from_anchor(now + ahead, start.interval, now, start.count)
+    if start.last is not None:
+        if start.last < schedule.first:
+            raise ProtocolError(
+                ErrorCode.INVALID_LAST,
+                f"The last slot, {start.last}, has passed: the next slot due is "
+                f"{schedule.first}. The schedule is over.",
+            )
+        length = start.last - schedule.first + 1
+        if length > limits.max_count:
+            raise ProtocolError(
+                ErrorCode.INVALID_LAST,
+                f"From slot {schedule.first} to the last slot, {start.last}, is {length} "
+                f"slots; a schedule may have at most {limits.max_count}.",
+            )
+        schedule = Schedule(schedule.start, schedule.interval, start.last, schedule.first)
+    return Plan(schedule, round(anchor, 6))
+
+
+# ---------------------------------------------------------------------------
 # Server -> client
 
 
@@ -303,14 +397,20 @@ def encode_hello(version: str, limits: Limits) -> str:
     )
 
 
-def encode_started(schedule_id: int, start: Start) -> str:
-    """Acknowledge an accepted start; its ticks follow under the same id."""
+def encode_started(schedule_id: int, plan: Plan) -> str:
+    """Acknowledge an accepted start; its ticks follow under the same id.
+
+    ``anchor`` and ``first`` let any client resume the same grid anywhere.
+    """
+    schedule = plan.schedule
     return _dumps(
         {
             "type": "started",
             "id": schedule_id,
-            "interval": _num(start.interval),
-            "count": start.count,
+            "interval": _num(schedule.interval),
+            "count": schedule.count,
+            "anchor": _num(plan.anchor),
+            "first": schedule.first,
         }
     )
 

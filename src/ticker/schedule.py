@@ -15,11 +15,19 @@ class Schedule:
 
     Deadlines are computed from ``start`` every time, never by adding up
     intervals, so a late tick never pushes the next one back: no drift.
+    ``start`` is slot 0, the grid's anchor on the monotonic clock. The schedule
+    covers the slots ``first`` to ``last`` (no end when ``last`` is None).
     """
 
     start: float
     interval: float
-    count: int | None = None
+    last: int | None = None
+    first: int = 1
+
+    @property
+    def count(self) -> int | None:
+        """How many slots the schedule covers (None when unbounded)."""
+        return None if self.last is None else self.last - self.first + 1
 
     def due(self, seq: int) -> float:
         """When slot ``seq`` is due."""
@@ -27,7 +35,26 @@ class Schedule:
 
     def has_slot(self, seq: int) -> bool:
         """Whether ``seq`` is a slot of this schedule (always, when unbounded)."""
-        return self.count is None or seq <= self.count
+        return self.last is None or seq <= self.last
+
+    @classmethod
+    def from_anchor(
+        cls, start: float, interval: float, now: float, length: int | None = None
+    ) -> Schedule:
+        """The grid whose slot 0 is at ``start``, from the first slot due after ``now``.
+
+        Slots already due (at or before ``now``) are not part of it, and slot 1
+        is the earliest there is. ``length`` is how many slots it covers.
+        """
+        first = max(1, math.floor((now - start) / interval) + 1)
+        # As in next_seq: settle the estimate against due() itself.
+        probe = cls(start, interval)
+        while probe.due(first) <= now:
+            first += 1
+        while first > 1 and probe.due(first - 1) > now:
+            first -= 1
+        last = None if length is None else first + length - 1
+        return cls(start, interval, last, first)
 
     def next_seq(self, sent: int, now: float) -> int:
         """The slot to send after slot ``sent``, whose send ended at ``now``.

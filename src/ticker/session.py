@@ -27,6 +27,7 @@ from .protocol import (
     encode_stopped,
     encode_tick,
     parse,
+    plan,
 )
 from .schedule import Schedule
 from .server_tally import Tally
@@ -71,8 +72,12 @@ class Session:
         on_protocol_error: Callable[[ProtocolError], None] | None = None,
         tally: Tally | None = None,
         timer: Timer | None = None,
+        unix_time: Callable[[], float] = time.time,
     ) -> None:
         self._send = send
+        #: The wall clock, for anchors and each tick's ``time`` (a test's own, on
+        #: the virtual clock); deadlines use Trio's monotonic clock.
+        self._unix_time = unix_time
         #: How the sender waits for a deadline: the worker's ``Timer`` (no
         #: ``Cancelled`` per tick), else Trio's own ``sleep_until``.
         self._sleep_until = trio.sleep_until if timer is None else timer.sleep_until
@@ -108,6 +113,10 @@ class Session:
                 return None
             try:
                 command = parse(frame, self._limits)
+                if isinstance(command, Start):
+                    await self._start(command, nursery)
+                else:
+                    await self._send(encode_stopped(await self._cancel_running()))
             except MessageTooBig as error:
                 return Close(CloseCode.MESSAGE_TOO_BIG, f"message too big: {error}")
             except ProtocolError as error:
@@ -117,21 +126,19 @@ class Session:
                 if self._on_protocol_error is not None:
                     self._on_protocol_error(error)
                 await self._send(encode_error(error))
-                continue
-            if isinstance(command, Start):
-                await self._start(command, nursery)
-            else:
-                await self._send(encode_stopped(await self._cancel_running()))
 
     async def _start(self, command: Start, nursery: trio.Nursery) -> None:
+        # Planned before anything is cancelled: a start refused for its
+        # anchor or last slot leaves the running schedule alone (rule 3).
+        accepted = plan(command, self._limits, now=trio.current_time(), unix_now=self._unix_time())
         await self._cancel_running()
         self._last_id += 1
         if self._tally is not None:
             self._tally.schedules_started += 1
-        run = _Run(self._last_id, Schedule(trio.current_time(), command.interval, command.count))
+        run = _Run(self._last_id, accepted.schedule)
         # ``started`` goes out before the sender exists, and the previous
         # sender has exited: nothing of an older id can follow it.
-        await self._send(encode_started(run.id, command))
+        await self._send(encode_started(run.id, accepted))
         self._running = run
         nursery.start_soon(self._tick, run)
 
@@ -151,8 +158,9 @@ class Session:
         schedule = run.schedule
         tally = self._tally
         sleep_until = self._sleep_until
-        end = sys.maxsize if schedule.count is None else schedule.count + 1  # first non-slot
-        seq = 1
+        unix_time = self._unix_time
+        end = sys.maxsize if schedule.last is None else schedule.last + 1  # first non-slot
+        seq = schedule.first
         sent = 0
         try:
             with run.cancel_scope:
@@ -160,7 +168,7 @@ class Session:
                     due = schedule.due(seq)
                     await sleep_until(due)
                     sending = trio.current_time() if tally is not None else due
-                    await self._send(encode_tick(run.id, seq, round(time.time(), 6)))
+                    await self._send(encode_tick(run.id, seq, round(unix_time(), 6)))
                     sent += 1
                     next_seq = schedule.next_seq(seq, trio.current_time())
                     if tally is not None:
@@ -183,6 +191,7 @@ async def run_session(
     limits: Limits,
     tally: Tally | None = None,
     timer: Timer | None = None,
+    unix_time: Callable[[], float] = time.time,
 ) -> Close | None:
     """Serve one connection with a fresh ``Session``; see ``Session.run``."""
-    return await Session(send, limits, tally=tally, timer=timer).run(receive)
+    return await Session(send, limits, tally=tally, timer=timer, unix_time=unix_time).run(receive)

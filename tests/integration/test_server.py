@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import trio
@@ -57,7 +58,15 @@ async def test_counted_schedule_arrives_on_time_without_drift() -> None:
         t0 = trio.current_time()
         await ws.send_message(json.dumps({"type": "start", "interval": interval, "count": count}))
         started = await receive(ws)
-        assert started == {"type": "started", "id": 1, "interval": interval, "count": count}
+        now = time.time()
+        assert started == {
+            "type": "started",
+            "id": 1,
+            "interval": interval,
+            "count": count,
+            "anchor": pytest.approx(now, abs=5),  # the wall clock at acceptance
+            "first": 1,
+        }
         lateness = []
         seqs = []
         while (message := await receive(ws))["type"] == "tick":
@@ -82,6 +91,29 @@ async def test_counted_schedule_arrives_on_time_without_drift() -> None:
         assert abs(sorted(lateness[-10:])[5] - sorted(lateness[:10])[5]) < 0.1
 
 
+async def test_anchor_zero_puts_ticks_on_the_wall_clock_grid() -> None:
+    interval = 0.1
+    async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
+        await receive(ws)
+        await ws.send_message(json.dumps({"interval": interval, "anchor": 0, "count": 10}))
+        started = await receive(ws)
+        assert (started["anchor"], started["count"]) == (0, 10)
+        first = started["first"]
+        assert isinstance(first, int)
+        assert first == pytest.approx(time.time() / interval, abs=50)  # the epoch's grid
+        seqs = []
+        while (message := await receive(ws))["type"] == "tick":
+            seq, sent_at = message["seq"], message["time"]
+            assert isinstance(seq, int)
+            assert isinstance(sent_at, float)
+            seqs.append(seq)
+            # Sent at its slot of the epoch grid: never early (1 ms for the
+            # microsecond rounding of `time`), late only by a busy machine's stall.
+            assert -0.001 <= sent_at - seq * interval < 0.5
+        assert seqs[0] == first
+        assert message == {"type": "done", "id": 1, "sent": len(seqs), "skipped": 10 - len(seqs)}
+
+
 async def test_replace_and_stop_over_a_real_socket() -> None:
     async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
         await receive(ws)
@@ -91,7 +123,10 @@ async def test_replace_and_stop_over_a_real_socket() -> None:
         await ws.send_message('{"interval":"0.03","count":"100"}')
         while (message := await receive(ws))["type"] != "started":
             assert message["id"] == 1
-        assert message == {"type": "started", "id": 2, "interval": 0.03, "count": 100}
+        assert message == {"type": "started", "id": 2, "interval": 0.03, "count": 100} | {
+            "anchor": message["anchor"],
+            "first": 1,
+        }
         assert (await receive(ws))["id"] == 2
         await ws.send_message('{"type":"stop"}')
         while (message := await receive(ws))["type"] != "stopped":

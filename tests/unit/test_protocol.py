@@ -25,7 +25,9 @@ from ticker.protocol import (
     encode_stopped,
     encode_tick,
     parse,
+    plan,
 )
+from ticker.schedule import Schedule
 
 LIMITS = Limits()
 
@@ -49,6 +51,11 @@ LIMITS = Limits()
         ('{"type":"start","interval":86400}', Start(86400.0)),
         ('{"type":"start","interval":1,"count":1000000}', Start(1.0, 1_000_000)),
         ('{"type":"start","interval":1,"colour":"blue","nested":{"a":[1]}}', Start(1.0)),
+        ('{"interval":1,"anchor":0}', Start(1.0, anchor=0.0)),
+        ('{"interval":1,"anchor":1764139200.5,"count":3}', Start(1.0, 3, 1764139200.5)),
+        ('{"interval":"1","anchor":" 1764139200 ","last":"12"}', Start(1.0, None, 1764139200, 12)),
+        ('{"interval":1,"anchor":null,"last":null}', Start(1.0)),
+        ('{"interval":1,"last":5.0}', Start(1.0, last=5)),
         ('{"type":"stop"}', Stop()),
         ('{"type":"stop","interval":"nonsense"}', Stop()),
     ],
@@ -190,6 +197,124 @@ def test_interval_is_checked_before_count() -> None:
     assert error_of('{"interval":0,"count":0}').code is ErrorCode.INVALID_INTERVAL
 
 
+@pytest.mark.parametrize(
+    "anchor", ["-1", "true", '"abc"', '"nan"', '"inf"', "1e400", '"1e400"', "[]", "{}", '""']
+)
+def test_invalid_anchor(anchor: str) -> None:
+    error = error_of(f'{{"interval":1,"anchor":{anchor}}}')
+    assert error.code is ErrorCode.INVALID_ANCHOR
+    assert error.message.startswith("The anchor must be a Unix time in seconds")
+
+
+@pytest.mark.parametrize("last", ["0", "-1", "2.5", "true", '"five"', '"2.5"', "1e400", "[]"])
+def test_invalid_last(last: str) -> None:
+    error = error_of(f'{{"interval":1,"last":{last}}}')
+    assert error.code is ErrorCode.INVALID_LAST
+    assert error.message.startswith("The last slot must be a whole number from 1")
+
+
+def test_count_and_last_together_are_refused() -> None:
+    error = error_of('{"interval":1,"count":3,"last":7}')
+    assert error.code is ErrorCode.INVALID_LAST
+    assert "either a count or a last slot" in error.message
+
+
+def test_fields_are_checked_in_order_interval_count_anchor_last() -> None:
+    assert error_of('{"interval":0,"count":0,"anchor":-1,"last":0}').code is (
+        ErrorCode.INVALID_INTERVAL
+    )
+    assert error_of('{"interval":1,"count":0,"anchor":-1,"last":0}').code is (
+        ErrorCode.INVALID_COUNT
+    )
+    assert error_of('{"interval":1,"anchor":-1,"last":0}').code is ErrorCode.INVALID_ANCHOR
+
+
+# An accepted start's grid: ``plan`` reads the clocks it is given, nothing else.
+UNIX_NOW = 1_764_139_200.25  # the wall clock when the start is accepted
+NOW = 500.25  # the monotonic clock at the same moment
+
+
+def test_an_unanchored_start_starts_its_grid_now() -> None:
+    accepted = plan(Start(0.5, 4), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    assert accepted.schedule == Schedule(start=NOW, interval=0.5, last=4, first=1)
+    assert accepted.anchor == UNIX_NOW
+
+
+def test_anchor_zero_is_the_epoch_grid_from_the_next_slot_due() -> None:
+    accepted = plan(Start(1.0, anchor=0.0), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    schedule = accepted.schedule
+    assert (accepted.anchor, schedule.first, schedule.count) == (0, 1_764_139_201, None)
+    # Slot n of the epoch grid is due when the wall clock reads n seconds.
+    assert schedule.due(schedule.first) == pytest.approx(NOW + 0.75, abs=1e-6)
+
+
+def test_a_slot_due_exactly_at_acceptance_is_not_part_of_the_schedule() -> None:
+    accepted = plan(Start(0.25, 2, anchor=UNIX_NOW - 1), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    assert (accepted.schedule.first, accepted.schedule.last) == (5, 6)
+    assert accepted.schedule.due(5) == NOW + 0.25
+
+
+def test_a_future_anchor_waits_for_slot_1() -> None:
+    accepted = plan(Start(2.0, 3, anchor=UNIX_NOW + 10), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    assert accepted.schedule == Schedule(start=NOW + 10, interval=2.0, last=3, first=1)
+
+
+def test_an_anchor_at_most_max_interval_ahead() -> None:
+    limits = Limits(max_interval=60)
+    assert plan(Start(1.0, anchor=UNIX_NOW + 60), limits, now=NOW, unix_now=UNIX_NOW)
+    with pytest.raises(ProtocolError) as caught:
+        plan(Start(1.0, anchor=UNIX_NOW * 1000), limits, now=NOW, unix_now=UNIX_NOW)
+    assert caught.value.code is ErrorCode.INVALID_ANCHOR
+    assert "at most 60 seconds ahead" in caught.value.message
+    assert "not milliseconds" in caught.value.message
+
+
+def test_last_resumes_a_counted_schedule_to_the_same_final_slot() -> None:
+    original = plan(Start(1.0, 10), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    # 3.5 s later, elsewhere: the same grid, the slots still to come, the same end.
+    resumed = plan(
+        Start(1.0, anchor=original.anchor, last=10), LIMITS, now=9.5, unix_now=UNIX_NOW + 3.5
+    )
+    assert (resumed.schedule.first, resumed.schedule.last, resumed.schedule.count) == (4, 10, 7)
+    assert resumed.schedule.due(4) == 10.0
+    assert resumed.anchor == original.anchor
+
+
+def test_a_last_slot_already_passed_is_refused() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        plan(Start(1.0, anchor=UNIX_NOW - 20, last=20), LIMITS, now=NOW, unix_now=UNIX_NOW)
+    assert caught.value.code is ErrorCode.INVALID_LAST
+    assert caught.value.message == (
+        "The last slot, 20, has passed: the next slot due is 21. The schedule is over."
+    )
+
+
+def test_a_last_slot_beyond_max_count_slots_is_refused() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        plan(
+            Start(1.0, anchor=0, last=2_000_000_000),
+            Limits(max_count=50),
+            now=NOW,
+            unix_now=UNIX_NOW,
+        )
+    assert caught.value.code is ErrorCode.INVALID_LAST
+    assert "at most 50" in caught.value.message
+
+
+@given(
+    start=st.floats(-2e9, 1e6),
+    interval=st.floats(0.01, 86400),
+    now=st.floats(0, 1e6),
+)
+def test_the_first_slot_is_the_earliest_due_after_now(
+    start: float, interval: float, now: float
+) -> None:
+    schedule = Schedule.from_anchor(start, interval, now)
+    assert schedule.first >= 1
+    assert schedule.due(schedule.first) > now
+    assert schedule.first == 1 or schedule.due(schedule.first - 1) <= now
+
+
 @pytest.mark.parametrize("frame", [b'{"type":"stop"}', b"\x00\xff", b"", None])
 def test_binary_not_supported(frame: bytes | None) -> None:
     assert error_of(frame).code is ErrorCode.BINARY_NOT_SUPPORTED
@@ -291,10 +416,16 @@ def test_hello() -> None:
 
 
 def test_started() -> None:
-    assert encode_started(1, Start(0.5, 10)) == (
-        '{"type":"started","id":1,"interval":0.5,"count":10}'
+    counted = plan(Start(0.5, 10), LIMITS, now=NOW, unix_now=1764139200.0)
+    assert encode_started(1, counted) == (
+        '{"type":"started","id":1,"interval":0.5,"count":10,"anchor":1764139200,"first":1}'
     )
-    assert encode_started(2, Start(2.0)) == '{"type":"started","id":2,"interval":2,"count":null}'
+    anchored = plan(Start(2.0, anchor=0), LIMITS, now=NOW, unix_now=1764139200.1234567)
+    assert encode_started(2, anchored) == (
+        '{"type":"started","id":2,"interval":2,"count":null,"anchor":0,"first":882069601}'
+    )
+    unanchored = plan(Start(2.0), LIMITS, now=NOW, unix_now=1764139200.1234567)
+    assert json.loads(encode_started(3, unanchored))["anchor"] == 1764139200.123457
 
 
 @given(st.integers(1, 2**40), st.integers(1, 2**40), st.floats(0, 4e9))

@@ -38,7 +38,7 @@ def test_a_late_clock_before_the_sent_slot_never_goes_backwards() -> None:
 
 
 def test_has_slot() -> None:
-    counted = Schedule(start=0.0, interval=1.0, count=3)
+    counted = Schedule(start=0.0, interval=1.0, last=3)
     assert [counted.has_slot(seq) for seq in (1, 3, 4)] == [True, True, False]
     assert Schedule(start=0.0, interval=1.0).has_slot(10**12)
 

@@ -23,6 +23,13 @@ from ticker.timer import Timer
 
 Message = dict[str, object]
 DEFAULT_LIMITS = Limits()
+#: The wall clock the sessions see: Unix time EPOCH at virtual time 0, so
+#: anchors, ``started`` and tick times are exact (2025-11-26 06:40:00 UTC).
+EPOCH = 1_764_139_200.0
+
+
+def virtual_unix_time() -> float:
+    return EPOCH + trio.current_time()
 
 
 @dataclass
@@ -69,6 +76,7 @@ async def open_session(
     *,
     shielded: bool = False,
     tally: Tally | None = None,
+    unix_time: Callable[[], float] = virtual_unix_time,
 ) -> AsyncIterator[Client]:
     """Run a session in a nursery; closing the client's channel ends it."""
     to_server, from_client = trio.open_memory_channel[str | bytes | None](0)
@@ -97,7 +105,7 @@ async def open_session(
     timer = Timer() if WAITING["timer"] else None
 
     async def serve() -> None:
-        client.result.append(await run_session(send, receive, limits, tally, timer))
+        client.result.append(await run_session(send, receive, limits, tally, timer, unix_time))
 
     async with trio.open_nursery() as timers:
         if timer is not None:
@@ -136,12 +144,19 @@ async def test_counted_schedule_ticks_on_absolute_deadlines_then_done(
     async with open_session() as client:
         await client.send({"type": "start", "interval": 1.5, "count": 3})
         t0, started = await client.receive_timed()
-        assert started == {"type": "started", "id": 1, "interval": 1.5, "count": 3}
+        # Unanchored, the grid's anchor is the moment the start was accepted.
+        assert started == {
+            "type": "started",
+            "id": 1,
+            "interval": 1.5,
+            "count": 3,
+            "anchor": EPOCH + t0,
+            "first": 1,
+        }
         for seq in (1, 2, 3):
             sent_at, tick = await client.receive_timed()
-            assert (tick["type"], tick["id"], tick["seq"]) == ("tick", 1, seq)
+            assert tick == {"type": "tick", "id": 1, "seq": seq, "time": EPOCH + t0 + seq * 1.5}
             assert sent_at == t0 + seq * 1.5
-            assert isinstance(tick["time"], float)
         sent_at, done = await client.receive_timed()
         assert done == {"type": "done", "id": 1, "sent": 3, "skipped": 0}
         assert sent_at == t0 + 4.5
@@ -162,7 +177,7 @@ async def test_unbounded_schedule_never_drifts_over_ten_hours(
 
 
 async def test_tick_time_is_unix_time() -> None:
-    async with open_session() as client:
+    async with open_session(unix_time=__import__("time").time) as client:
         await client.send({"interval": 0.01, "count": 1})
         await client.receive()
         before = __import__("time").time()
@@ -182,10 +197,17 @@ async def test_new_start_replaces_the_running_schedule_with_the_next_id(
         await trio.sleep(0.5)
         await client.send({"interval": 2, "count": 2})
         t1, started = await client.receive_timed()
-        assert started == {"type": "started", "id": 2, "interval": 2, "count": 2}
+        assert started == {
+            "type": "started",
+            "id": 2,
+            "interval": 2,
+            "count": 2,
+            "anchor": EPOCH + t1,
+            "first": 1,
+        }
         assert [await client.receive_timed() for _ in range(3)] == [
-            (t1 + 2, {"type": "tick", "id": 2, "seq": 1, "time": pytest.approx(0, abs=1e12)}),
-            (t1 + 4, {"type": "tick", "id": 2, "seq": 2, "time": pytest.approx(0, abs=1e12)}),
+            (t1 + 2, {"type": "tick", "id": 2, "seq": 1, "time": EPOCH + t1 + 2}),
+            (t1 + 4, {"type": "tick", "id": 2, "seq": 2, "time": EPOCH + t1 + 4}),
             (t1 + 4, {"type": "done", "id": 2, "sent": 2, "skipped": 0}),
         ]
 
@@ -419,3 +441,123 @@ async def test_tally_counts_starts_and_protocol_errors_by_code(
         "invalid_interval": 1,
         "binary_not_supported": 1,
     }
+
+
+# Anchored schedules (docs/protocol.md, "Anchored schedules"). Virtual times
+# derived from a far-away anchor are exact to a float's rounding of
+# EPOCH-sized numbers, hence the 1 µs tolerance there.
+
+
+async def test_anchor_zero_ticks_on_whole_seconds_of_the_wall_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await trio.sleep(0.3)
+        await client.send({"interval": 1, "anchor": 0, "count": 3})
+        started = await client.receive()
+        first = int(EPOCH) + 1
+        assert started == {
+            "type": "started",
+            "id": 1,
+            "interval": 1,
+            "count": 3,
+            "anchor": 0,
+            "first": first,
+        }
+        for n in range(3):
+            sent_at, tick = await client.receive_timed()
+            assert tick["seq"] == first + n
+            assert sent_at == pytest.approx(1.0 + n, abs=1e-6)
+            assert tick["time"] == pytest.approx(first + n, abs=1e-6)  # on the second
+        assert await client.receive() == {"type": "done", "id": 1, "sent": 3, "skipped": 0}
+
+
+async def test_a_counted_schedule_resumes_to_the_same_final_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 1, "count": 6})
+        original = await client.receive()
+        assert [(await client.receive())["seq"] for _ in range(2)] == [1, 2]
+    # The connection dropped at 2; 1.5 s later the client resumes on another
+    # session (another server, as far as the grid is concerned).
+    await trio.sleep(1.5)
+    async with open_session() as client:
+        resume = {"interval": 1, "anchor": original["anchor"], "last": 6}
+        await client.send(resume)
+        t, started = await client.receive_timed()
+        assert t == 3.5
+        assert started == {**original, "count": 3, "first": 4}
+        ticks = [await client.receive_timed() for _ in range(3)]
+        assert [(at, tick["seq"], tick["time"]) for at, tick in ticks] == [
+            (4.0, 4, EPOCH + 4),
+            (5.0, 5, EPOCH + 5),
+            (6.0, 6, EPOCH + 6),
+        ]
+        assert await client.receive_timed() == (
+            6.0,
+            {"type": "done", "id": 1, "sent": 3, "skipped": 0},
+        )
+
+
+async def test_a_refused_anchor_or_last_changes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_session() as client:
+        await client.send({"interval": 2})
+        t0, _ = await client.receive_timed()
+        await trio.sleep(0.5)
+        await client.send({"interval": 1, "anchor": (EPOCH + 1) * 1000})  # milliseconds
+        assert (await client.receive())["code"] == "invalid_anchor"
+        await client.send({"interval": 1, "anchor": EPOCH - 100, "last": 50})  # over
+        error = await client.receive()
+        assert error["code"] == "invalid_last"
+        assert str(error["message"]).endswith("The schedule is over.")
+        # The running schedule kept its id and its deadlines.
+        assert await client.receive_timed() == (
+            t0 + 2,
+            {"type": "tick", "id": 1, "seq": 1, "time": EPOCH + t0 + 2},
+        )
+        await client.send({"type": "stop"})
+        assert await client.receive() == {"type": "stopped", "id": 1}
+
+
+async def test_a_wall_clock_step_moves_tick_times_not_the_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    step = {"seconds": 0.0}
+
+    def stepping_clock() -> float:
+        return EPOCH + trio.current_time() + step["seconds"]
+
+    async with open_session(unix_time=stepping_clock) as client:
+        await client.send({"interval": 1, "anchor": EPOCH, "count": 3})
+        await client.receive()
+        assert await client.receive_timed() == (
+            1.0,
+            {"type": "tick", "id": 1, "seq": 1, "time": EPOCH + 1},
+        )
+        step["seconds"] = -30.0  # NTP steps the clock back
+        assert [await client.receive_timed() for _ in range(2)] == [
+            (2.0, {"type": "tick", "id": 1, "seq": 2, "time": EPOCH + 2 - 30}),
+            (3.0, {"type": "tick", "id": 1, "seq": 3, "time": EPOCH + 3 - 30}),
+        ]
+
+
+async def test_an_anchored_slow_receiver_counts_skips_within_its_own_slots(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def slow_second_tick(message: Message) -> float:
+        return 2.5 if message.get("seq") == 11 else 0.0
+
+    async with open_session(send_delay=slow_second_tick) as client:
+        await trio.sleep(9.5)
+        await client.send({"interval": 1, "anchor": EPOCH, "count": 5})
+        started = await client.receive()
+        assert (started["first"], started["count"]) == (10, 5)
+        seqs = []
+        while (message := await client.receive())["type"] == "tick":
+            seqs.append(message["seq"])
+        # Tick 11's send ended at 13.5: slots 12 and 13 were overdue.
+        assert seqs == [10, 11, 14]
+        assert message == {"type": "done", "id": 1, "sent": 3, "skipped": 2}
