@@ -91,25 +91,37 @@ async def tick_client(
     lateness: list[float],
     starts: list[float],
     delay: float = 0.0,
+    anchor: float | None = None,
 ) -> int:
-    """Wait ``delay``; start a schedule; record the lateness of slots 1..duration/interval; stop."""
+    """Wait ``delay``; start a schedule; record the lateness of its first duration/interval
+    slots; stop.
+
+    With ``anchor`` (ticker's protocol only) the start asks for that grid of the wall
+    clock, and lateness is measured against it directly: server and load share the
+    machine's wall clock, so nothing needs fitting.
+    """
     if delay > 0:
         await asyncio.sleep(delay)
-    last_slot = max(1, math.floor(duration / interval + 1e-9))
+    slots = max(1, math.floor(duration / interval + 1e-9))
     asked = time.monotonic()  # not loop.time(): uvloop's clock has only millisecond steps
-    await ws.send(json.dumps({"type": "start", "interval": interval}))
+    start: dict[str, object] = {"type": "start", "interval": interval}
+    if anchor is not None:
+        start["anchor"] = anchor
+    await ws.send(json.dumps(start))
     started = json.loads(await ws.recv())
     assert started["type"] == "started", started
     t_started = time.monotonic()
     starts.append(t_started - asked)
-    give_up = t_started + last_slot * interval + GRACE
+    last_slot = started.get("first", 1) + slots - 1
+    clock = time.monotonic if anchor is None else time.time
+    give_up = time.monotonic() + slots * interval + interval + GRACE
     arrivals: list[tuple[int, float]] = []
     while (left := give_up - time.monotonic()) > 0:
         try:
             raw = await asyncio.wait_for(ws.recv(), left)
         except TimeoutError:
             break
-        now = time.monotonic()
+        now = clock()
         message = json.loads(raw)
         if message.get("type") != "tick":
             continue
@@ -120,8 +132,11 @@ async def tick_client(
         if seq == last_slot:
             break
     await ws.send('{"type":"stop"}')
-    # How long `started` took is reported on its own ("start delay").
-    lateness.extend(fit_lateness(arrivals, interval, started=t_started))
+    if anchor is not None:
+        lateness.extend(arrival - (anchor + seq * interval) for seq, arrival in arrivals)
+    else:
+        # How long `started` took is reported on its own ("start delay").
+        lateness.extend(fit_lateness(arrivals, interval, started=t_started))
     return len(arrivals)
 
 
@@ -135,7 +150,7 @@ async def steady(args: argparse.Namespace) -> dict[str, Any]:
     delays = [args.stagger * i / len(clients) for i in range(len(clients))]
     received = await asyncio.gather(
         *(
-            tick_client(ws, args.interval, args.duration, lateness, starts, delay)
+            tick_client(ws, args.interval, args.duration, lateness, starts, delay, args.anchor)
             for ws, delay in zip(clients, delays, strict=True)
         )
     )
@@ -196,6 +211,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--offer", choices=OFFERS, default="browser", help="the extensions each client offers"
+    )
+    parser.add_argument(
+        "--anchor", type=float, help="steady: start on this grid (Unix s; ticker's protocol only)"
     )
     parser.add_argument("--result-file", required=True, help="where the JSON result goes")
     args = parser.parse_args()

@@ -49,7 +49,9 @@ READY_TIMEOUT = 120.0  # seconds for servers to listen and clients to connect
 TICK = os.sysconf("SC_CLK_TCK")
 
 SERVERS = ("ticker", "ticker-deflate", "floor", "starlette", "websockets", "websockets-trio")
-SCENARIOS = ("steady", "herd", "idle", "reaction", "capacity")
+SCENARIOS = ("steady", "herd", "herd-anchored", "idle", "reaction", "capacity")
+#: Servers that speak ticker's whole protocol, anchors included (herd-anchored).
+ANCHORING = ("ticker", "ticker-deflate")
 OFFERS = ("none", "browser")  # load.py's --offer: no extensions header, or the browsers'
 # Set explicitly, so that the caller's environment cannot change what is measured.
 SERVER_ENV = {
@@ -248,6 +250,7 @@ def ticking(
     duration: float | None = None,
     offer: str | None = None,
     stagger: float = 0.0,
+    anchor: float | None = None,
     profile: Path | None = None,
 ) -> dict[str, Any]:
     duration = args.duration if duration is None else duration
@@ -256,6 +259,8 @@ def ticking(
     options: dict[str, float] = {"interval": interval, "duration": duration}
     if stagger:
         options["stagger"] = stagger
+    if anchor is not None:
+        options["anchor"] = anchor
     recorder = Recorder(server, profile, duration) if profile is not None else None
     results, usage = run_load(
         server,
@@ -276,6 +281,7 @@ def ticking(
         "interval": interval,
         "duration": duration,
         "stagger": stagger,
+        "anchor": anchor,
         "offer": offer,
         "extensions": accepted(results),
         "received": received,
@@ -723,6 +729,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 hint = next((r["capacity"] for r in by_offer.values() if r["capacity"]), None)
                 by_offer[offer] = capacity(name, args, offer, clock, hint)
                 continue
+            if scenario == "herd-anchored" and name not in ANCHORING:
+                continue  # the peers speak only the protocol's unanchored subset
             server = start_server(name)  # a fresh server per scenario and offer: no carry-over
             try:
                 print(f"{name}: {scenario}, offer {offer}…", file=sys.stderr, flush=True)
@@ -733,6 +741,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                 elif scenario == "herd":
                     results[scenario] = ticking(server, args, args.herd_clients, args.herd_interval)
+                elif scenario == "herd-anchored":  # every tick due at the same instant
+                    results[scenario] = ticking(
+                        server, args, args.herd_clients, args.herd_interval, anchor=0.0
+                    )
                 elif scenario == "idle":  # one result per offer
                     results.setdefault(scenario, {})[offer] = idle(server, args, offer)
                 else:
@@ -754,7 +766,7 @@ def render(report: dict[str, Any]) -> str:
     results = report["results"]
     lines = [f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  "]
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
-    for scenario in ("steady", "herd"):
+    for scenario in ("steady", "herd", "herd-anchored"):
         rows = {name: r[scenario] for name, r in results.items() if scenario in r}
         if not rows:
             continue
