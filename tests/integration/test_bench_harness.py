@@ -20,7 +20,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_harness_runs_every_scenario_against_ticker_and_the_floor(tmp_path: Path) -> None:
     command = [sys.executable, str(PROJECT / "benchmarks" / "run.py")]
-    command += ["--servers", "ticker,floor", "--scenarios", "steady,herd,idle,reaction,capacity"]
+    command += ["--servers", "ticker,floor", "--scenarios", "steady,herd,herd-anchored,idle,reaction,capacity"]
     command += ["--clients", "3", "--interval", "0.05", "--duration", "1"]
     command += ["--herd-clients", "4", "--herd-interval", "0.5", "--idle-clients", "5"]
     command += ["--trials", "5", "--load-processes", "1", "--out", str(tmp_path)]
@@ -45,6 +45,11 @@ def test_harness_runs_every_scenario_against_ticker_and_the_floor(tmp_path: Path
         assert search["steps"][0]["expected"] == search["steps"][0]["clients"] * 10
         assert search["capacity"] in (0, 8)
     # Stock Hypercorn always accepts the browsers' offer; ticker declines it by default.
+    # The anchored herd is ticker's alone (the floor speaks only the unanchored subset).
+    anchored = report["results"]["ticker"]["herd-anchored"]
+    assert (anchored["anchor"], anchored["expected"]) == (0.0, 4 * 2)
+    assert anchored["received"] > 0
+    assert "herd-anchored" not in report["results"]["floor"]
     assert "permessage-deflate" in report["results"]["floor"]["idle"]["browser"]["extensions"]
     assert report["results"]["ticker"]["idle"]["browser"]["extensions"] is None
     table = (tmp_path / "tiny.md").read_text()
