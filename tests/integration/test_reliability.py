@@ -152,10 +152,15 @@ async def test_stalled_readers_do_not_delay_a_healthy_client(tmp_path: Path) -> 
                 seq = message["seq"]
                 assert isinstance(seq, int)
                 arrivals.append((seq, trio.current_time()))
-        assert message["skipped"] == 0
-        assert len(arrivals) == count
+        # What this guards against is a stalled write that holds up anything
+        # shared (the worker's Timer, a lock, the event loop): the bystander's
+        # ticks would then wait for the send timeout, 60 s here. The bounds sit
+        # far below that and above what a busy 2-core machine does to a healthy
+        # worker by itself (a p99 of 80 ms was seen at a load average of 6).
+        assert message["skipped"] <= 3
+        assert len(arrivals) + message["skipped"] == count
         assert started is not None
-        assert lateness_p99(arrivals, interval, started) < 0.020
+        assert lateness_p99(arrivals, interval, started) < 0.25
         assert await open_connections(running.server) == 6  # the stalled ones are still there
         for client in stalled:
             await client.abort()
