@@ -1,12 +1,21 @@
 """The client's numbers: lateness of the ticks a client received, on its own clock. Pure.
 
 The server's own per-worker counts are ``server_tally.py``'s. A client cannot
-read the server's clock, so it fits the schedule's start ``t0`` to what it
+read the server's clock, so it fits the grid's slot 0, ``t0``, to what it
 saw: tick ``seq`` is due at ``t0 + seq * interval`` (docs/protocol.md), and
-arriving at ``arrival`` it proves ``t0 <= arrival - seq * interval``, as
-``started`` arriving proves ``t0 <=`` that moment. The fitted ``t0`` is the
-smallest of those bounds; a tick's lateness is how far it arrived after its
-slot on that ``t0``, so it is never negative. ``ticker watch``, the
+arriving at ``arrival`` it proves ``t0 <= arrival - seq * interval``. A
+``started`` whose first slot is ``first`` proves ``t0 + (first - 1) *
+interval <=`` the moment it arrived, since the server accepted the start no
+earlier than slot ``first - 1`` was due (``first`` is 1 without an anchor:
+``t0 <=`` that moment). The fitted ``t0`` is the smallest of those bounds; a
+tick's lateness is how far it arrived after its slot on that ``t0``, so it is
+never negative.
+
+An anchored schedule resumed after a reconnect is the same grid, on another
+connection or another server, so one fit covers the whole run: every
+``started`` and every tick is one more bound on the same ``t0``. That assumes
+the servers' clocks agree (NTP: a few ms); a server whose clock is ``d``
+behind the others' shows its ticks ``d`` late. ``ticker watch``, the
 benchmarks and the tests use the definitions below; the page's copy is
 ``static/js/client-stats.js``.
 """
@@ -34,13 +43,19 @@ class LatenessFit:
     """The fit as ticks arrive: each tick's lateness on the ``t0`` proved so far.
 
     What a live display can do: a tick's lateness is final when it is shown,
-    so a later, more punctual tick lowers ``t0`` for the ticks after it only.
+    so a later, more punctual tick (or a resumed ``started``) lowers ``t0``
+    for the ticks after it only.
     """
 
-    def __init__(self, interval: float, started: float) -> None:
-        """``started``: when the ``started`` message arrived, on the client's clock."""
+    def __init__(self, interval: float, started: float, first: int = 1) -> None:
+        """``started``: when the ``started`` message arrived, on the client's clock;
+        ``first``: the seq of its first slot (``started.first``)."""
         self.interval = interval
-        self.t0 = started
+        self.t0 = slot_start(first - 1, started, interval)
+
+    def restarted(self, first: int, arrival: float) -> None:
+        """Another ``started`` on the same grid (a resumed schedule): one more bound."""
+        self.t0 = min(self.t0, slot_start(first - 1, arrival, self.interval))
 
     def lateness(self, seq: int, arrival: float) -> float:
         """Lateness (seconds, ≥ 0) of tick ``seq`` arriving at ``arrival``."""
@@ -50,17 +65,23 @@ class LatenessFit:
 
 
 def fit_lateness(
-    arrivals: Iterable[tuple[int, float]], interval: float, started: float | None = None
+    arrivals: Iterable[tuple[int, float]],
+    interval: float,
+    started: float | None = None,
+    first: int = 1,
 ) -> list[float]:
     """The lateness of every ``(seq, arrival)``, in order, on the ``t0`` all of them prove.
 
-    ``started``, when known, is one more bound (when ``started`` arrived). What
-    a report after the fact can do; ticks in any order, with any slots skipped.
+    ``started``, when known, is one more bound (when ``started`` arrived; its
+    first slot is ``first``). What a report after the fact can do; ticks in
+    any order, with any slots skipped, from one connection or several on the
+    same grid.
     """
     starts = [slot_start(seq, arrival, interval) for seq, arrival in arrivals]
     if not starts:
         return []
-    t0 = min(starts) if started is None else min(started, *starts)
+    bounds = starts if started is None else [*starts, slot_start(first - 1, started, interval)]
+    t0 = min(bounds)
     return [start - t0 for start in starts]
 
 

@@ -20,7 +20,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_harness_runs_every_scenario_against_ticker_and_the_floor(tmp_path: Path) -> None:
     command = [sys.executable, str(PROJECT / "benchmarks" / "run.py")]
-    command += ["--servers", "ticker,floor", "--scenarios", "steady,herd,herd-anchored,idle,reaction,capacity"]
+    scenarios = "steady,herd,herd-anchored,idle,reaction,capacity"
+    command += ["--servers", "ticker,floor", "--scenarios", scenarios]
     command += ["--clients", "3", "--interval", "0.05", "--duration", "1"]
     command += ["--herd-clients", "4", "--herd-interval", "0.5", "--idle-clients", "5"]
     command += ["--trials", "5", "--load-processes", "1", "--out", str(tmp_path)]

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 HELLO = {"type": "hello", "version": "0", "min_interval": 0.01, "max_interval": 9, "max_count": 9}
 STARTED = {"type": "started", "id": 1, "interval": 0.5, "count": 3}
+ANCHORED = {**STARTED, "anchor": 1764139200.25, "first": 5}
 
 
 def compact(message: dict[str, object]) -> str:
@@ -62,16 +63,16 @@ async def serve_a_script(
 
 
 async def watch(
-    script: list[dict[str, object]], *, optimize: bool
+    script: list[dict[str, object]], *args: str, optimize: bool
 ) -> tuple[str, subprocess.CompletedProcess[bytes]]:
-    """``ticker watch -i 0.5 -n 3`` against ``script``: its URL and the finished process."""
+    """``ticker watch -i 0.5 -n 3 *args`` against ``script``: its URL and the finished process."""
     command = [sys.executable, *(["-O"] if optimize else []), "-m", "ticker"]
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_a_script, script))
         url = f"ws://127.0.0.1:{port}/ws"
         with trio.fail_after(STEP_TIMEOUT * 3):
             result = await trio.run_process(
-                [*command, "watch", url, "-i", "0.5", "-n", "3"],
+                [*command, "watch", url, "-i", "0.5", "-n", "3", *args],
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
@@ -94,6 +95,16 @@ optimized = pytest.mark.parametrize("optimize", [False, True], ids=["asserts", "
         pytest.param([{**STARTED, "interval": "0.5"}], "interval", id="interval a string"),
         pytest.param([{**STARTED, "interval": 0}], "interval", id="interval 0"),
         pytest.param([{**STARTED, "interval": None}], "interval", id="interval null"),
+        pytest.param([{**STARTED, "count": 0}], "count", id="count 0"),
+        pytest.param([{**STARTED, "count": "3"}], "count", id="count a string"),
+        pytest.param([{**STARTED, "first": 1}], "anchor", id="first without anchor"),
+        pytest.param([{**ANCHORED, "anchor": "0"}], "anchor", id="anchor a string"),
+        pytest.param([{**ANCHORED, "anchor": True}], "anchor", id="anchor a boolean"),
+        pytest.param([{**ANCHORED, "anchor": -1}], "anchor", id="anchor negative"),
+        pytest.param([{**STARTED, "anchor": 0}], "first", id="anchor without first"),
+        pytest.param([{**ANCHORED, "first": 0}], "first", id="first 0"),
+        pytest.param([{**ANCHORED, "first": 2.5}], "first", id="first not whole"),
+        pytest.param([ANCHORED, tick(4)], "seq", id="seq before first"),
         pytest.param([STARTED, tick("1")], "seq", id="seq a string"),
         pytest.param([STARTED, tick(True)], "seq", id="seq a boolean"),
         pytest.param([STARTED, tick(0)], "seq", id="seq 0"),
@@ -144,3 +155,30 @@ async def test_messages_before_started_or_for_other_ids_are_not_counted(optimize
     assert [line.split()[0] for line in out[1:-1]] == ["#1", "#2", "#3"]
     assert out[-1].startswith("received 3, skipped 0, ")
     assert result.stderr == b""
+
+
+@optimized
+@pytest.mark.parametrize("flag", ["--align", "--reconnect"])
+async def test_a_server_without_anchors_is_named_for_flags_that_need_them(
+    flag: str, optimize: bool
+) -> None:
+    url, result = await watch([STARTED], flag, optimize=optimize)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines() == [
+        f"ticker: {url} does not report its schedules' anchor "
+        f"(a ticker server older than {flag} needs)"
+    ]
+
+
+@optimized
+async def test_slots_are_counted_from_the_first_slot_of_an_anchored_schedule(
+    optimize: bool,
+) -> None:
+    # Slots 5-7: 6 was skipped. Nothing before 5 is counted, sent or skipped.
+    done = {"type": "done", "id": 1, "sent": 2, "skipped": 1}
+    _, result = await watch([ANCHORED, tick(5), tick(7), done], "--align", optimize=optimize)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode().splitlines()
+    assert [line.split()[0] for line in out[1:-1]] == ["#5", "#7"]
+    assert "(skipped 1: #6)" in out[2]
+    assert out[-1].startswith("received 2, skipped 1, ")

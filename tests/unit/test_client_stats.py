@@ -66,6 +66,37 @@ def test_the_live_fit_takes_ticks_out_of_order_and_across_skips() -> None:
     assert fit.t0 == 10.0
 
 
+def test_started_on_an_anchored_grid_bounds_the_slot_before_its_first() -> None:
+    # Slot 40 was due no later than `started` (10.0) arrived: t0 + 39 * 0.5 <= 10.0.
+    assert fit_lateness([(40, 11.25)], interval=0.5, started=10.0, first=40) == [0.75]
+    fit = LatenessFit(interval=0.5, started=10.0, first=40)
+    assert fit.t0 == 10.0 - 39 * 0.5
+    assert fit.lateness(40, 11.25) == 0.75
+
+
+def test_a_resumed_started_is_one_more_bound_on_the_same_grid() -> None:
+    fit = LatenessFit(interval=0.5, started=10.0)
+    assert fit.lateness(1, 10.625) == 0.125
+    # Reconnected: the schedule resumed at slot 9, whose `started` came at 14.125,
+    # proves t0 <= 14.125 - 8 * 0.5 = 10.125: no tighter than 10.0. Tick 9 was due
+    # at 10.0 + 4.5 and came at 14.75.
+    fit.restarted(9, 14.125)
+    assert fit.t0 == 10.0
+    assert fit.lateness(9, 14.75) == 0.25
+    fit.restarted(12, 15.0)  # t0 <= 15.0 - 11 * 0.5 = 9.5: tighter
+    assert fit.t0 == 9.5
+    assert fit.lateness(12, 15.5) == 0.0
+
+
+def test_the_fit_stays_exact_enough_for_epoch_seqs() -> None:
+    # "anchor": 0, interval 0.01: seq is about 1.8e11, and products are near 1.8e9 s.
+    seq = 176_413_920_012
+    fit = LatenessFit(interval=0.01, started=100.0, first=seq)
+    lateness = fit.lateness(seq, 100.0 + 0.01 + 0.002)
+    assert lateness == pytest.approx(0.002, abs=1e-6)
+    assert fit.lateness(seq + 1, 100.0 + 0.02) == pytest.approx(0.0, abs=1e-6)
+
+
 @given(
     st.lists(
         st.tuples(st.integers(1, 10**6), st.floats(0, 10**6, allow_nan=False)),
