@@ -21,7 +21,7 @@ from . import __version__, _hypercorn_fixes
 from .addresses import format_peer
 from .config import ConfigError, Settings
 from .metrics import Metrics, open_metrics
-from .protocol import CloseCode, ProtocolError
+from .protocol import CloseCode, ErrorCode, ProtocolError
 from .server_tally import Tally
 from .session import Close, Session
 from .timer import Timer
@@ -356,7 +356,10 @@ def _first_error_logger(peer: str) -> Callable[[ProtocolError], None]:
 
     def on_protocol_error(error: ProtocolError) -> None:
         nonlocal warned
-        if not warned:
+        if error.code is ErrorCode.SCHEDULE_OVER:
+            # A resume that came too late is the protocol working, not a bad client.
+            log.info("%s resumed a schedule that is over: %s", peer, error.message)
+        elif not warned:
             warned = True
             log.warning("%s sent an invalid frame (%s): %s", peer, error.code, error.message)
 

@@ -472,11 +472,11 @@ class Watch:
         )
 
     def _ended_while_away(self, error: dict[str, object]) -> bool:
-        """``invalid_last`` answering a resume: the final slot passed while away (True)."""
+        """``schedule_over`` answering a resume: the final slot passed while away (True)."""
         grid = self._grid
         if self._gap is None or grid is None or grid.last is None:
             return False
-        if error.get("code") != "invalid_last":
+        if error.get("code") != "schedule_over":
             return False
         lost = self._lose(grid.last)
         print(self._gap_line(lost, ended=True), file=self.err, flush=True)

@@ -96,6 +96,9 @@ class ErrorCode(StrEnum):
     INVALID_COUNT = "invalid_count"
     INVALID_ANCHOR = "invalid_anchor"
     INVALID_LAST = "invalid_last"
+    #: Not a mistake: a resumed schedule whose last slot passed while the client
+    #: was away. The client's answer is to treat the schedule as done.
+    SCHEDULE_OVER = "schedule_over"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
 
 
@@ -360,7 +363,7 @@ def plan(start: Start, limits: Limits, *, now: float, unix_now: float) -> Plan:
     if start.last is not None:
         if start.last < schedule.first:
             raise ProtocolError(
-                ErrorCode.INVALID_LAST,
+                ErrorCode.SCHEDULE_OVER,
                 f"The last slot, {start.last}, has passed: the next slot due is "
                 f"{schedule.first}. The schedule is over.",
             )

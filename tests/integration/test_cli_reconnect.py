@@ -255,15 +255,15 @@ async def test_an_aligned_unbounded_watch_resumes_after_a_drop_and_exits_1_on_a_
 
 
 async def test_a_last_slot_that_passed_while_away_ends_the_watch_with_the_rest_skipped() -> None:
-    invalid_last: dict[str, object] = {
+    over: dict[str, object] = {
         "type": "error",
-        "code": "invalid_last",
-        "message": "The schedule is over.",
+        "code": "schedule_over",
+        "message": "The last slot, 10, has passed: the next slot due is 12. The schedule is over.",
     }
     script = Script(
         [
             Scene([started(1, 10, ANCHOR), *ticks(range(1, 4), ANCHOR)], end=1001),
-            Scene([invalid_last]),
+            Scene([over]),
         ]
     )
     run = await watch_script(script, "-i", "0.5", "-n", "10", "--reconnect")

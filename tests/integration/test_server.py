@@ -114,6 +114,25 @@ async def test_anchor_zero_puts_ticks_on_the_wall_clock_grid() -> None:
         assert message == {"type": "done", "id": 1, "sent": len(seqs), "skipped": 10 - len(seqs)}
 
 
+async def test_a_resume_after_the_last_slot_is_schedule_over_and_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
+        await receive(ws)
+        late = {"interval": 1, "anchor": time.time() - 3600, "last": 10}  # ended an hour ago
+        await ws.send_message(json.dumps(late))
+        error = await receive(ws)
+        assert error["code"] == "schedule_over"
+        await ws.send_message('{"interval":1,"last":0}')  # a real mistake still warns
+        assert (await receive(ws))["code"] == "invalid_last"
+    over = [r for r in caplog.records if "resumed a schedule that is over" in r.getMessage()]
+    assert [r.levelno for r in over] == [logging.INFO]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "sent an invalid frame (invalid_last)" in warnings[0]
+
+
 async def test_replace_and_stop_over_a_real_socket() -> None:
     async with serve_ticker() as server, open_websocket_url(server.ws_url) as ws:
         await receive(ws)

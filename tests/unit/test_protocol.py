@@ -283,7 +283,7 @@ def test_last_resumes_a_counted_schedule_to_the_same_final_slot() -> None:
 def test_a_last_slot_already_passed_is_refused() -> None:
     with pytest.raises(ProtocolError) as caught:
         plan(Start(1.0, anchor=UNIX_NOW - 20, last=20), LIMITS, now=NOW, unix_now=UNIX_NOW)
-    assert caught.value.code is ErrorCode.INVALID_LAST
+    assert caught.value.code is ErrorCode.SCHEDULE_OVER
     assert caught.value.message == (
         "The last slot, 20, has passed: the next slot due is 21. The schedule is over."
     )

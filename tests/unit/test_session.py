@@ -511,7 +511,7 @@ async def test_a_refused_anchor_or_last_changes_nothing(
         assert (await client.receive())["code"] == "invalid_anchor"
         await client.send({"interval": 1, "anchor": EPOCH - 100, "last": 50})  # over
         error = await client.receive()
-        assert error["code"] == "invalid_last"
+        assert error["code"] == "schedule_over"
         assert str(error["message"]).endswith("The schedule is over.")
         # The running schedule kept its id and its deadlines.
         assert await client.receive_timed() == (
