@@ -97,13 +97,18 @@ NO_NGINX = (
 
 @nox.session
 def deploy(session: nox.Session) -> None:
-    """Run deploy/nginx.conf with Debian's nginx (TLS) in front of a two-worker hypercorn."""
+    """Run deploy/ with Debian's nginx (TLS): two-worker hypercorns, a rolling restart, the page."""
     configured = os.environ.get("TICKER_NGINX")
     nginx = configured or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if not nginx or not shutil.which(nginx):
         session.error(NO_NGINX)
-    session.install(".", *group("test"))
-    session.run("pytest", "tests/deploy", *session.posargs, env={"TICKER_NGINX": nginx})
+    # The rolling restart's clients include the page in Chromium, as in `browser`.
+    session.install(".", *group("browser"))
+    chromium = find_chromium(session)
+    env = {"TICKER_NGINX": nginx}
+    if chromium is not None:
+        env["TICKER_CHROMIUM"] = chromium
+    session.run("pytest", "tests/deploy", *session.posargs, env=env)
 
 
 @nox.session(default=False)
@@ -114,9 +119,11 @@ def bench(session: nox.Session) -> None:
     """
     # websockets>=17 for the websockets-trio peer; py-spy for run.py --profile.
     session.install(".", *group("bench"), "websockets>=17", "py-spy>=0.4")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    # With no arguments: every scenario and peer with ticker's profile, then each
+    # lever's A/B row with a profile of each side (BENCHMARKS.md's tables).
+    session.run("python", "benchmarks/run.py", *(session.posargs or ["--profile"]))
     if not session.posargs:
-        session.run("python", "benchmarks/levers.py")
+        session.run("python", "benchmarks/levers.py", "--profile")
 
 
 @nox.session(default=False)
@@ -145,7 +152,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Check that every code excerpt in the tutorials still matches the source."""
+    """Check the docs' excerpts against the source, and the tutorial's programs' output."""
     session.run(
         "python",
         "tools/excerpts.py",
@@ -153,3 +160,7 @@ def docs(session: nox.Session) -> None:
         "docs/tutorial.es.md",
         *sorted(str(report) for report in Path("docs/upstream").glob("*.md")),
     )
+    # Fast (virtual clock): every program in docs/tutorial/ prints the output the
+    # tutorials show, and both quote every file whole. `tests` runs them for real too.
+    session.install(".", *group("test"))
+    session.run("pytest", "tests/unit/test_tutorial_steps.py", *session.posargs)
