@@ -145,7 +145,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-check src, tests and this file with mypy --strict."""
+    """Type-check src, tests, tools, the tutorial's programs and this file with mypy --strict."""
     session.install(".", *group("typecheck"))
     session.run("mypy", *session.posargs)
 
