@@ -32,6 +32,7 @@ export class ScheduleStats {
   constructor() {
     this.received = 0;
     this.skipped = 0;
+    this.outOfOrder = 0; // ticks whose seq was not above the newest before them
     this.sum = 0;
     this.window = new Float64Array(DEVIATION_WINDOW);
   }
