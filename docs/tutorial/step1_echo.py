@@ -3,7 +3,7 @@
 from quart import Response, websocket
 from quart_trio import QuartTrio
 
-app = QuartTrio(__name__)  # serves the files in ./static/ under /static/
+app = QuartTrio(__name__)  # serves static/ next to this file under /static/
 
 
 @app.get("/")
