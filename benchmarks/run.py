@@ -721,9 +721,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.capacity_budget, len(servers) * len(capacity_offers) * ("capacity" in scenarios)
     )
     profiles = args.out / f"{args.label}-profiles"
-    for name in servers:
-        results: dict[str, Any] = {}
-        for scenario, offer in runs:
+    # Scenario by scenario, every server in turn: a busy spell of the machine
+    # then falls on one scenario of several servers, not on one server's
+    # whole run, which would bias exactly the ratios this table is for.
+    every: dict[str, dict[str, Any]] = {name: {} for name in servers}
+    for scenario, offer in runs:
+        for name in servers:
+            results = every[name]
             if scenario == "capacity":  # a fresh server per step
                 by_offer = results.setdefault(scenario, {})
                 hint = next((r["capacity"] for r in by_offer.values() if r["capacity"]), None)
@@ -751,7 +755,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     results[scenario] = reaction(server, args)
             finally:
                 server.stop()
-        report["results"][name] = results
+    report["results"] = every
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.label}.json").write_text(json.dumps(report, indent=1))
