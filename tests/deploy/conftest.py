@@ -5,14 +5,18 @@ authority, on loopback ports; the hypercorn behind it is the README's command
 with ``--workers 2``. The site file is used verbatim except for the values a
 deployment edits (ports, certificate paths, the static folder, the upstream),
 and every one of those substitutions must match, so the test and the recipe
-cannot drift apart silently.
+cannot drift apart silently. The rolling restart's stack (two hosts, the
+README's multi-host upstream block and procedure) is in ``fleet.py``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import importlib.resources
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -26,6 +30,8 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ticker.app import static_dir
 
@@ -79,20 +85,29 @@ def render_site(
     cert: Path,
     key: Path,
     read_timeout: str | None = None,
+    upstream: str | None = None,
 ) -> str:
     """deploy/nginx.conf with a deployment's values filled in, IPv4 loopback only.
 
     ``read_timeout`` replaces the websocket location's ``proxy_read_timeout``,
-    so a test can outlast it in seconds instead of a minute.
+    so a test can outlast it in seconds instead of a minute. ``upstream``, a
+    whole ``upstream ticker { }`` block, replaces the shipped one-host block
+    (then ``upstream_port`` is not used), as deploy/README.md tells operators
+    of several hosts to do.
     """
     site = SITE_FILE.read_text()
+    if upstream is not None:
+        shipped = re.search(r"^upstream ticker \{\n.*?^\}\n", site, re.M | re.S)
+        assert shipped is not None, "deploy/nginx.conf: no upstream ticker { } block"
+        site = substitute(site, shipped.group(0), upstream)
     if read_timeout is not None:
         site = substitute(site, "proxy_read_timeout 60s;", f"proxy_read_timeout {read_timeout};")
     site = substitute(site, "listen 80;", f"listen 127.0.0.1:{http_port};")
     site = substitute(site, "    listen [::]:80;\n", "")
     site = substitute(site, "listen 443 ssl ", f"listen 127.0.0.1:{https_port} ssl ")
     site = substitute(site, "    listen [::]:443 ssl sndbuf=64k;\n", "")
-    site = substitute(site, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    if upstream is None:
+        site = substitute(site, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
     site = substitute(site, "/etc/ssl/ticker/fullchain.pem", str(cert))
     site = substitute(site, "/etc/ssl/ticker/privkey.pem", str(key))
     # The recipe links /opt/ticker/static to this folder; the test points at it.
@@ -128,6 +143,11 @@ class TLS:
     client_context: ssl.SSLContext
     cert: Path
     key: Path
+    #: The authority's certificate, for clients that read a file (SSL_CERT_FILE).
+    authority: Path
+    #: base64 of the SHA-256 of the leaf's SubjectPublicKeyInfo: what Chromium is
+    #: told to trust (``--ignore-certificate-errors-spki-list``), that key only.
+    spki_sha256: str
 
 
 @pytest.fixture(scope="session")
@@ -138,9 +158,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLS:
     cert, key = folder / "fullchain.pem", folder / "privkey.pem"
     issued.private_key_pem.write_to_path(str(key))
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    authority_file = folder / "authority.pem"
+    authority.cert_pem.write_to_path(str(authority_file))
     context = ssl.create_default_context()
     authority.configure_trust(context)
-    return TLS(context, cert, key)
+    leaf = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    spki = leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    spki_sha256 = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return TLS(context, cert, key, authority_file, spki_sha256)
 
 
 @dataclass

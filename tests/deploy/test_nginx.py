@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import re
@@ -22,6 +23,7 @@ from ..support import (
     HTTPResponse,
     RawWebsocket,
     Server,
+    http_get,
     metric_values,
     read_response,
 )
@@ -91,6 +93,78 @@ async def test_the_page_and_its_files_load_over_https(tmp_path: Path, tls: TLS) 
         # Let's Encrypt's renewal checks are answered over plain HTTP, not redirected.
         acme = await https_get(plain_server, "/.well-known/acme-challenge/none", None)
         assert acme.status == 404
+
+
+async def fetch(
+    server: Server, path: str, tls: ssl.SSLContext, headers: dict[str, str]
+) -> HTTPResponse:
+    """One GET over TLS with ``headers``, read to the end; a chunked body is joined."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: localhost:{server.port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with trio.fail_after(STEP_TIMEOUT):
+        stream = await trio.open_ssl_over_tcp_stream(
+            server.host, server.port, ssl_context=tls, https_compatible=True
+        )
+        async with stream:
+            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    response_headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        response_headers[name.strip().lower()] = value.strip()
+    if response_headers.get("transfer-encoding") == "chunked":
+        joined = b""
+        while True:
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            joined, body = joined + body[:size], body[size + 2 :]
+        body = joined
+    return HTTPResponse(int(status_line.split()[1]), response_headers, body)
+
+
+#: The page's text files as a browser asks for them, and where they are on disk.
+PAGE_FILES = {
+    "/": "index.html",
+    "/static/style.css": "style.css",
+    "/static/js/main.js": "js/main.js",
+}
+#: What Chromium sends.
+BROWSER_ENCODINGS = {"Accept-Encoding": "gzip, deflate, br, zstd"}
+
+
+async def test_nginx_compresses_the_pages_files_when_the_browser_accepts_gzip(
+    tmp_path: Path, tls: TLS
+) -> None:
+    async with open_stack(tmp_path, tls) as stack:
+        for path, name in PAGE_FILES.items():
+            original = (static_folder() / name).read_bytes()
+            compressed = await fetch(stack.server, path, tls.client_context, BROWSER_ENCODINGS)
+            assert compressed.status == 200
+            assert compressed.headers.get("content-encoding") == "gzip", (path, compressed.headers)
+            assert "Accept-Encoding" in compressed.headers["vary"]  # caches keep both forms
+            assert gzip.decompress(compressed.body) == original
+            assert len(compressed.body) < len(original) * 0.6, (path, len(compressed.body))
+            print(f"{path}: {len(original)} bytes, gzip {len(compressed.body)}")
+            # Without Accept-Encoding: the file as it is.
+            plain = await fetch(stack.server, path, tls.client_context, {})
+            assert plain.status == 200
+            assert "content-encoding" not in plain.headers
+            assert plain.body == original
+        # Only the page: JSON and metrics go as they are, even to a client that asks.
+        health = await fetch(stack.server, "/healthz", tls.client_context, BROWSER_ENCODINGS)
+        assert health.status == 200
+        assert "content-encoding" not in health.headers
+        # And ticker itself never compresses: nginx does (deploy/README.md, Compression).
+        direct = await http_get(stack.hypercorn.server, "/static/js/main.js", BROWSER_ENCODINGS)
+        assert direct.status == 200
+        assert "content-encoding" not in direct.headers
+        assert direct.body == (static_folder() / "js" / "main.js").read_bytes()
 
 
 async def test_the_protocol_works_over_wss_and_ticks_stay_on_time(tmp_path: Path, tls: TLS) -> None:
