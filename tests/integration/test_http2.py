@@ -174,11 +174,14 @@ async def test_hello_start_ticks_and_done_over_http2(
             hello = await client.receive_json()
             assert hello["type"] == "hello"
             await client.send_text(json.dumps({"type": "start", "interval": 0.02, "count": 10}))
-            assert await client.receive_json() == {
+            started = await client.receive_json()
+            assert started == {
                 "type": "started",
                 "id": 1,
                 "interval": 0.02,
                 "count": 10,
+                "anchor": started["anchor"],  # the acceptance time (test_server.py checks it)
+                "first": 1,
             }
             assert await open_connections(server, ca) == 1
             seqs = []
