@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -467,3 +469,33 @@ def test_close_codes_are_rfc_6455s(ours: CloseCode, rfc_6455: CloseReason) -> No
 
 def test_close_codes_are_the_ones_docs_protocol_md_says_the_server_sends() -> None:
     assert sorted(CloseCode) == [1001, 1002, 1007, 1009, 1011]
+
+
+PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def test_every_error_code_has_a_row_in_docs_protocol_md() -> None:
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", PROTOCOL_MD.read_text(), re.M))
+    assert {code.value for code in ErrorCode} <= documented
+
+
+def test_the_anchor_codes_sentences_in_docs_protocol_md_are_the_servers() -> None:
+    """The table of sentences is what the server says, word for word, for these starts."""
+    unix_now = 1764139200.0 + 3600  # an hour after the documented anchor
+    errors = []
+    for frame in ('{"interval":1,"anchor":-1}', '{"interval":1,"last":0}'):
+        errors.append(error_of(frame))
+    errors.append(error_of('{"interval":1,"count":3,"last":5}'))
+    for start in (
+        Start(1.0, anchor=1764139200000.0),
+        Start(1.0, anchor=1764139200.0, last=5),
+        Start(1.0, anchor=0, last=2_000_000_000),
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            plan(start, LIMITS, now=NOW, unix_now=unix_now)
+        errors.append(caught.value)
+    said = {(error.code.value, error.message) for error in errors}
+    text = PROTOCOL_MD.read_text()
+    table = text[text.index("The sentences of the anchor codes") :]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", table, re.M))
+    assert documented == said
