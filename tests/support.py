@@ -129,7 +129,7 @@ async def run_server_command(
                 handle.log.extend(line.decode() + "\n" for line in lines)
                 pending = partial_line
         handle.server = Server("127.0.0.1", int(found.group(1)))
-        nursery.start_soon(_collect, process.stderr, handle.log)
+        nursery.start_soon(collect_lines, process.stderr, handle.log)
         try:
             yield handle
         finally:
@@ -147,7 +147,8 @@ async def stop_server_command(process: trio.Process) -> None:
     await process.wait()
 
 
-async def _collect(stream: trio.abc.ReceiveStream, log: list[str]) -> None:
+async def collect_lines(stream: trio.abc.ReceiveStream, log: list[str]) -> None:
+    """Append ``stream``'s lines to ``log`` as they arrive, until it ends."""
     pending = b""
     while chunk := await stream.receive_some():
         pending += chunk

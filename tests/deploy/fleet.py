@@ -33,7 +33,7 @@ from pathlib import Path
 
 import trio
 
-from ..support import STEP_TIMEOUT, Server
+from ..support import STEP_TIMEOUT, Server, collect_lines
 from .conftest import TLS, render_site, run_nginx, wait_for_port
 
 README = Path(__file__).parents[2] / "deploy" / "README.md"
@@ -177,16 +177,6 @@ async def _deliver_cancel(process: trio.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-async def _collect(stream: trio.abc.ReceiveStream, log: list[str]) -> None:
-    pending = b""
-    while chunk := await stream.receive_some():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        log.extend(line.decode() + "\n" for line in lines)
-    if pending:
-        log.append(pending.decode())
-
-
 async def supervise(
     host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -216,7 +206,7 @@ async def supervise(
                 process.terminate()
             await trio.Path(host.pidfile).write_text(f"{process.pid}\n")
             assert process.stderr is not None
-            nursery.start_soon(_collect, process.stderr, host.log)
+            nursery.start_soon(collect_lines, process.stderr, host.log)
             if first:
                 with trio.fail_after(START_TIMEOUT):
                     while not host.listening_since(offset):
